@@ -1,0 +1,496 @@
+//! The protocol engine: one per node, driven by inputs, emitting outputs.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+
+use crate::config::{Config, Strategy};
+use crate::id::{NodeId, PurgeId, StreamId};
+use crate::member::{Applied as MemberApplied, Member, MemberState, Members};
+use crate::message::{Message, Stage, Watermark};
+use crate::purge::{validate_selectors, Mode, Purge, PurgeError};
+use crate::seen::Seen;
+use crate::selector::Selector;
+use crate::swim::Swim;
+use crate::time::Time;
+use crate::tracker::{PurgeStatus, Tracker};
+
+/// Byte budget of one catch-up message, well under the wire frame limit.
+const CATCHUP_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Send { to: NodeId, msg: Message },
+    /// Apply this purge to the local index, then call [`Engine::applied`].
+    Apply { purge: Purge },
+    /// This node missed purges that no peer retains any more: remove every
+    /// entry from the local index before serving again.
+    Flush { stream: StreamId, missed_through: u64 },
+    Event(Event),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    MemberUp(Member),
+    MemberDown { member: Member, state: MemberState },
+    /// A purge this node originated has been applied by every reachable
+    /// member it expected.
+    PurgeComplete { id: PurgeId, after: Duration },
+    /// A message from a peer was invalid and dropped.
+    Rejected { from: NodeId, kind: &'static str, reason: String },
+}
+
+/// Counters the driver exports as metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub originated: u64,
+    pub received_new: u64,
+    pub duplicates: u64,
+    pub caught_up: u64,
+    pub rejected: u64,
+    pub flushes: u64,
+    pub completed: u64,
+}
+
+pub struct Engine {
+    cfg: Config,
+    me: Member,
+    stream: StreamId,
+    next_seq: u64,
+    members: Members,
+    /// Reachable members other than me, by PoP; rebuilt after changes.
+    pops: Option<BTreeMap<String, Vec<NodeId>>>,
+    seen: Seen,
+    tracker: Tracker,
+    swim: Swim,
+    rng: StdRng,
+    out: VecDeque<Output>,
+    next_ae: Time,
+    stats: Stats,
+}
+
+impl Engine {
+    /// `epoch` must differ at every start of the same node (the driver
+    /// persists a boot counter): it names this run's purge stream.
+    pub fn new(cfg: Config, me: Member, epoch: u64, seed: u64, now: Time) -> Engine {
+        let mut rng = StdRng::seed_from_u64(seed);
+        // Spread the first anti-entropy rounds so a cluster started at
+        // once does not tick in lockstep.
+        let ae_jitter = rng.random_range(0..=cfg.ae_interval.as_micros().max(1) as u64);
+        let mut me = me;
+        // A restarted node must outrank what the cluster remembers of its
+        // previous run (possibly "dead"), so its incarnation starts high.
+        me.incarnation = me.incarnation.max(epoch.saturating_mul(1 << 20));
+        let mut members = Members::default();
+        members.apply(me.clone());
+        let swim = Swim::new(&cfg, now, &mut rng);
+        Engine {
+            stream: StreamId { origin: me.id, epoch },
+            next_seq: 1,
+            members,
+            pops: None,
+            seen: Seen::default(),
+            tracker: Tracker::default(),
+            swim,
+            next_ae: now + Duration::from_micros(ae_jitter),
+            out: VecDeque::new(),
+            stats: Stats::default(),
+            rng,
+            me,
+            cfg,
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.me.id
+    }
+
+    pub fn me(&self) -> &Member {
+        &self.me
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn retained(&self) -> usize {
+        self.seen.retained()
+    }
+
+    pub fn has_seen(&self, id: PurgeId) -> bool {
+        self.seen.contains(id)
+    }
+
+    pub fn watermarks(&self) -> Vec<Watermark> {
+        self.seen.watermarks()
+    }
+
+    /// Re-learns a purge applied before a restart (from the store), so it
+    /// is neither applied again nor lost to peers that need it.
+    pub fn restore(&mut self, now: Time, purge: &Purge) {
+        self.seen.insert(now, purge);
+    }
+
+    /// Adds a member known from configuration, without announcing it.
+    pub fn add_member(&mut self, m: Member) {
+        if m.id != self.me.id {
+            self.members.apply(m);
+            self.pops = None;
+        }
+    }
+
+    /// The message a new node sends to a seed to join.
+    pub fn join_message(&self) -> Message {
+        Message::Join { member: self.me.clone() }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Time> {
+        Some(self.next_ae.min(self.swim.next_timeout()))
+    }
+
+    fn send(&mut self, to: NodeId, msg: Message) {
+        self.out.push_back(Output::Send { to, msg });
+    }
+
+    fn event(&mut self, e: Event) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    /// Accepts a purge from a local client: numbers it, spreads it and
+    /// queues its local apply. The caller should make the apply durable
+    /// before it answers the client.
+    pub fn originate(
+        &mut self,
+        now: Time,
+        selectors: Vec<Selector>,
+        mode: Mode,
+        issued_at_ms: u64,
+    ) -> Result<Purge, PurgeError> {
+        validate_selectors(&selectors)?;
+        let purge = Purge {
+            id: PurgeId(self.rng.random()),
+            stream: self.stream,
+            seq: self.next_seq,
+            selectors,
+            mode,
+            issued_at_ms,
+        };
+        self.next_seq += 1;
+        self.seen.insert(now, &purge);
+        let expected: BTreeSet<NodeId> = self.members.reachable().map(|m| m.id).collect();
+        self.tracker.start(purge.id, now, expected);
+        self.stats.originated += 1;
+        self.spread_from_origin(&purge);
+        self.out.push_back(Output::Apply { purge: purge.clone() });
+        Ok(purge)
+    }
+
+    /// The driver has applied `id` to its index: tell the origin.
+    pub fn applied(&mut self, now: Time, id: PurgeId, origin: NodeId) {
+        if origin == self.me.id {
+            self.record_apply(now, id, origin);
+        } else {
+            self.send(origin, Message::Applied { purge_id: id, node: self.me.id });
+        }
+    }
+
+    fn record_apply(&mut self, now: Time, id: PurgeId, node: NodeId) {
+        if let Some(after) = self.tracker.record(id, node, now, &self.members) {
+            self.stats.completed += 1;
+            self.event(Event::PurgeComplete { id, after });
+        }
+    }
+
+    pub fn status(&self, id: PurgeId) -> Option<PurgeStatus> {
+        self.tracker.status(id, &self.members)
+    }
+
+    pub fn handle_message(&mut self, now: Time, from: NodeId, msg: Message) {
+        if from == self.me.id {
+            return;
+        }
+        match msg {
+            Message::Push { purge, stage } => self.on_push(now, from, purge, stage),
+            Message::Applied { purge_id, node } => {
+                if node == from {
+                    self.record_apply(now, purge_id, node);
+                } else {
+                    self.reject(from, "applied", "acknowledges for another node".into());
+                }
+            }
+            Message::Digest { watermarks, reply } => self.on_digest(from, &watermarks, reply),
+            Message::Catchup { purges, expired } => self.on_catchup(now, from, purges, expired),
+            Message::Join { member } => self.on_join(now, from, member),
+            Message::Members { members } => {
+                for m in members {
+                    self.learn(now, m);
+                }
+            }
+            Message::Leave { member } => {
+                if member.id == from {
+                    self.learn(now, Member { state: MemberState::Left, ..member });
+                }
+            }
+            Message::Ping { .. } | Message::PingAck { .. } | Message::PingReq { .. } => {
+                self.swim_input(crate::swim::Input { now, from, msg });
+            }
+        }
+    }
+
+    fn reject(&mut self, from: NodeId, kind: &'static str, reason: String) {
+        self.stats.rejected += 1;
+        self.event(Event::Rejected { from, kind, reason });
+    }
+
+    fn on_push(&mut self, now: Time, from: NodeId, purge: Purge, stage: Stage) {
+        if let Err(e) = purge.validate() {
+            return self.reject(from, "push", e.to_string());
+        }
+        if !self.seen.insert(now, &purge) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.stats.received_new += 1;
+        self.forward(&purge, stage, from);
+        self.out.push_back(Output::Apply { purge });
+    }
+
+    fn forward(&mut self, purge: &Purge, stage: Stage, from: NodeId) {
+        match stage {
+            Stage::PopLocal => {}
+            Stage::PopEntry => {
+                let locals = self.pop_peers(&self.me.location.pop.clone());
+                let exclude = [from, purge.origin()];
+                let locals: Vec<NodeId> = locals.into_iter().filter(|n| !exclude.contains(n)).collect();
+                self.cover_pop(purge, &locals);
+            }
+            Stage::PopGossip => {
+                let locals = self.pop_peers(&self.me.location.pop.clone());
+                let locals: Vec<NodeId> = locals.into_iter().filter(|n| *n != from).collect();
+                let k = self.cfg.fanout_for(locals.len() + 1);
+                self.push_random(purge, &locals, k, Stage::PopGossip);
+            }
+            Stage::Gossip => {
+                let all: Vec<NodeId> =
+                    self.members.reachable().map(|m| m.id).filter(|n| *n != self.me.id && *n != from).collect();
+                let k = self.cfg.fanout_for(self.members.reachable_count());
+                self.push_random(purge, &all, k, Stage::Gossip);
+            }
+        }
+    }
+
+    fn spread_from_origin(&mut self, purge: &Purge) {
+        match self.cfg.strategy {
+            Strategy::Gossip => self.forward(purge, Stage::Gossip, self.me.id),
+            Strategy::Topology => {
+                let pops = self.pops().clone();
+                for (pop, ids) in &pops {
+                    if *pop == self.me.location.pop {
+                        self.cover_pop(purge, ids);
+                    } else {
+                        self.push_random(purge, ids, self.cfg.pop_entry, Stage::PopEntry);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Covers a PoP from inside it: every member directly if it is small,
+    /// otherwise gossip among its members.
+    fn cover_pop(&mut self, purge: &Purge, ids: &[NodeId]) {
+        if ids.len() <= self.cfg.pop_direct_max {
+            for id in ids {
+                self.send(*id, Message::Push { purge: purge.clone(), stage: Stage::PopLocal });
+            }
+        } else {
+            let k = self.cfg.fanout_for(ids.len() + 1);
+            self.push_random(purge, ids, k, Stage::PopGossip);
+        }
+    }
+
+    fn push_random(&mut self, purge: &Purge, ids: &[NodeId], k: usize, stage: Stage) {
+        let chosen: Vec<NodeId> = ids.choose_multiple(&mut self.rng, k).copied().collect();
+        for id in chosen {
+            self.send(id, Message::Push { purge: purge.clone(), stage });
+        }
+    }
+
+    fn pops(&mut self) -> &BTreeMap<String, Vec<NodeId>> {
+        let me = self.me.id;
+        let members = &self.members;
+        self.pops.get_or_insert_with(|| {
+            let mut pops: BTreeMap<String, Vec<NodeId>> = BTreeMap::new();
+            for m in members.reachable().filter(|m| m.id != me) {
+                pops.entry(m.location.pop.clone()).or_default().push(m.id);
+            }
+            pops
+        })
+    }
+
+    fn pop_peers(&mut self, pop: &str) -> Vec<NodeId> {
+        self.pops().get(pop).cloned().unwrap_or_default()
+    }
+
+    fn on_digest(&mut self, from: NodeId, theirs: &[Watermark], reply: bool) {
+        let gap = self.seen.gap(theirs, self.cfg.ae_batch);
+        let mut purges = Vec::new();
+        let mut bytes = 0;
+        for p in gap.purges {
+            bytes += p.approx_len();
+            if bytes > CATCHUP_BYTES && !purges.is_empty() {
+                break;
+            }
+            purges.push(p);
+        }
+        if !purges.is_empty() || !gap.expired.is_empty() {
+            self.send(from, Message::Catchup { purges, expired: gap.expired });
+        }
+        if reply {
+            let watermarks = self.seen.watermarks();
+            self.send(from, Message::Digest { watermarks, reply: false });
+        }
+    }
+
+    fn on_catchup(&mut self, now: Time, from: NodeId, purges: Vec<Purge>, expired: Vec<Watermark>) {
+        for w in expired {
+            if self.seen.watermark(w.stream) < w.seq {
+                self.stats.flushes += 1;
+                self.out.push_back(Output::Flush { stream: w.stream, missed_through: w.seq });
+                self.seen.skip_to(w.stream, w.seq);
+            }
+        }
+        for purge in purges {
+            if let Err(e) = purge.validate() {
+                self.reject(from, "catchup", e.to_string());
+                continue;
+            }
+            if self.seen.insert(now, &purge) {
+                self.stats.caught_up += 1;
+                self.out.push_back(Output::Apply { purge });
+            } else {
+                self.stats.duplicates += 1;
+            }
+        }
+    }
+
+    fn on_join(&mut self, now: Time, from: NodeId, member: Member) {
+        if member.id != from {
+            return self.reject(from, "join", "joins on behalf of another node".into());
+        }
+        self.learn(now, member.clone());
+        let all: Vec<Member> = self.members.iter().cloned().collect();
+        self.send(from, Message::Members { members: all });
+        let others: Vec<NodeId> =
+            self.members.reachable().map(|m| m.id).filter(|n| *n != self.me.id && *n != from).collect();
+        for id in others {
+            self.send(id, Message::Members { members: vec![member.clone()] });
+        }
+    }
+
+    /// Merges membership news from any source.
+    pub(crate) fn learn(&mut self, now: Time, m: Member) {
+        if m.id == self.me.id {
+            // Someone thinks I am suspect or dead: refute with a higher
+            // incarnation, which spreads with the next probes.
+            if m.state != MemberState::Alive && m.incarnation >= self.me.incarnation {
+                self.me.incarnation = m.incarnation + 1;
+                let me = self.me.clone();
+                self.members.apply(me.clone());
+                let n = self.members.len();
+                self.swim.gossip(now, me, n);
+            }
+            return;
+        }
+        let prev = self.members.get(m.id).map(|x| x.state);
+        match self.members.apply(m.clone()) {
+            MemberApplied::Stale => return,
+            MemberApplied::New | MemberApplied::Changed(_) => {}
+        }
+        self.pops = None;
+        let n = self.members.len();
+        self.swim.gossip(now, m.clone(), n);
+        let was_up = prev.is_some_and(MemberState::is_reachable);
+        let is_up = m.state.is_reachable();
+        if is_up && !was_up {
+            self.event(Event::MemberUp(m));
+        } else if !is_up && was_up {
+            let state = m.state;
+            self.event(Event::MemberDown { member: m, state });
+            for (id, after) in self.tracker.recheck(now, &self.members) {
+                self.stats.completed += 1;
+                self.event(Event::PurgeComplete { id, after });
+            }
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Time) {
+        if now >= self.next_ae {
+            self.next_ae = now + self.cfg.ae_interval;
+            self.anti_entropy_round();
+            self.seen.prune(now, self.cfg.retention, self.cfg.retention_max_purges);
+            self.tracker.prune(now, self.cfg.track_for, self.cfg.track_max);
+        }
+        if now >= self.swim.next_timeout() {
+            self.swim_tick(now);
+        }
+    }
+
+    fn anti_entropy_round(&mut self) {
+        let peers: Vec<NodeId> = self.members.reachable().map(|m| m.id).filter(|n| *n != self.me.id).collect();
+        let chosen: Vec<NodeId> = peers.choose_multiple(&mut self.rng, self.cfg.ae_peers).copied().collect();
+        if chosen.is_empty() {
+            return;
+        }
+        let watermarks = self.seen.watermarks();
+        for id in chosen {
+            self.send(id, Message::Digest { watermarks: watermarks.clone(), reply: true });
+        }
+    }
+
+    /// Announces a graceful leave to every reachable member.
+    pub fn leave(&mut self) {
+        self.me.state = MemberState::Left;
+        self.me.incarnation += 1;
+        let me = self.me.clone();
+        let peers: Vec<NodeId> = self.members.reachable().map(|m| m.id).filter(|n| *n != self.me.id).collect();
+        for id in peers {
+            self.send(id, Message::Leave { member: me.clone() });
+        }
+    }
+
+    fn swim_input(&mut self, input: crate::swim::Input) {
+        let mut fx = crate::swim::Effects::default();
+        self.swim.handle(input, &self.members, &mut fx);
+        self.swim_effects(fx);
+    }
+
+    fn swim_tick(&mut self, now: Time) {
+        let mut fx = crate::swim::Effects::default();
+        self.swim.tick(now, &self.me, &self.members, &mut self.rng, &mut fx);
+        self.swim_effects(fx);
+    }
+
+    fn swim_effects(&mut self, fx: crate::swim::Effects) {
+        for (to, msg) in fx.send {
+            self.send(to, msg);
+        }
+        for (now, m) in fx.learned {
+            self.learn(now, m);
+        }
+    }
+}
