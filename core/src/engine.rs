@@ -23,24 +23,42 @@ const CATCHUP_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    Send { to: NodeId, msg: Message },
+    Send {
+        to: NodeId,
+        msg: Message,
+    },
     /// Apply this purge to the local index, then call [`Engine::applied`].
-    Apply { purge: Purge },
+    Apply {
+        purge: Purge,
+    },
     /// This node missed purges that no peer retains any more: remove every
     /// entry from the local index before serving again.
-    Flush { stream: StreamId, missed_through: u64 },
+    Flush {
+        stream: StreamId,
+        missed_through: u64,
+    },
     Event(Event),
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     MemberUp(Member),
-    MemberDown { member: Member, state: MemberState },
+    MemberDown {
+        member: Member,
+        state: MemberState,
+    },
     /// A purge this node originated has been applied by every reachable
     /// member it expected.
-    PurgeComplete { id: PurgeId, after: Duration },
+    PurgeComplete {
+        id: PurgeId,
+        after: Duration,
+    },
     /// A message from a peer was invalid and dropped.
-    Rejected { from: NodeId, kind: &'static str, reason: String },
+    Rejected {
+        from: NodeId,
+        kind: &'static str,
+        reason: String,
+    },
 }
 
 /// Counters the driver exports as metrics.
@@ -63,6 +81,9 @@ pub struct Engine {
     members: Members,
     /// Reachable members other than me, by PoP; rebuilt after changes.
     pops: Option<BTreeMap<String, Vec<NodeId>>>,
+    /// Reachable members other than me, by id; rebuilt after changes. Saves
+    /// walking the member table on every anti-entropy round and gossip hop.
+    peers: Option<Vec<NodeId>>,
     seen: Seen,
     tracker: Tracker,
     swim: Swim,
@@ -92,6 +113,7 @@ impl Engine {
             next_seq: 1,
             members,
             pops: None,
+            peers: None,
             seen: Seen::default(),
             tracker: Tracker::default(),
             swim,
@@ -147,6 +169,7 @@ impl Engine {
         if m.id != self.me.id {
             self.members.apply(m);
             self.pops = None;
+            self.peers = None;
         }
     }
 
@@ -258,6 +281,12 @@ impl Engine {
     }
 
     fn on_push(&mut self, now: Time, from: NodeId, purge: Purge, stage: Stage) {
+        // Most pushes are duplicates (every redundant copy is): drop them
+        // before paying for validation.
+        if self.seen.contains(purge.id) {
+            self.stats.duplicates += 1;
+            return;
+        }
         if let Err(e) = purge.validate() {
             return self.reject(from, "push", e.to_string());
         }
@@ -286,10 +315,18 @@ impl Engine {
                 self.push_random(purge, &locals, k, Stage::PopGossip);
             }
             Stage::Gossip => {
-                let all: Vec<NodeId> =
-                    self.members.reachable().map(|m| m.id).filter(|n| *n != self.me.id && *n != from).collect();
-                let k = self.cfg.fanout_for(self.members.reachable_count());
-                self.push_random(purge, &all, k, Stage::Gossip);
+                self.peers();
+                let peers = self.peers.as_deref().unwrap_or_default();
+                // Me plus my peers (I am always reachable to myself).
+                let k = self.cfg.fanout_for(peers.len() + 1);
+                // Draw one spare so that dropping the sender still leaves k;
+                // the draw comes back shuffled, so the first k of the rest
+                // are a uniform choice.
+                let chosen: Vec<NodeId> =
+                    peers.choose_multiple(&mut self.rng, k + 1).copied().filter(|n| *n != from).take(k).collect();
+                for id in chosen {
+                    self.send(id, Message::Push { purge: purge.clone(), stage: Stage::Gossip });
+                }
             }
         }
     }
@@ -298,7 +335,10 @@ impl Engine {
         match self.cfg.strategy {
             Strategy::Gossip => self.forward(purge, Stage::Gossip, self.me.id),
             Strategy::Topology => {
-                let pops = self.pops().clone();
+                // Borrowed out and put back rather than cloned: nothing
+                // below changes membership.
+                self.pops();
+                let pops = self.pops.take().unwrap_or_default();
                 for (pop, ids) in &pops {
                     if *pop == self.me.location.pop {
                         self.cover_pop(purge, ids);
@@ -306,6 +346,7 @@ impl Engine {
                         self.push_random(purge, ids, self.cfg.pop_entry, Stage::PopEntry);
                     }
                 }
+                self.pops = Some(pops);
             }
         }
     }
@@ -336,10 +377,21 @@ impl Engine {
         self.pops.get_or_insert_with(|| {
             let mut pops: BTreeMap<String, Vec<NodeId>> = BTreeMap::new();
             for m in members.reachable().filter(|m| m.id != me) {
-                pops.entry(m.location.pop.clone()).or_default().push(m.id);
+                match pops.get_mut(&m.location.pop) {
+                    Some(ids) => ids.push(m.id),
+                    None => {
+                        pops.insert(m.location.pop.clone(), vec![m.id]);
+                    }
+                }
             }
             pops
         })
+    }
+
+    fn peers(&mut self) -> &[NodeId] {
+        let me = self.me.id;
+        let members = &self.members;
+        self.peers.get_or_insert_with(|| members.reachable().map(|m| m.id).filter(|n| *n != me).collect())
     }
 
     fn pop_peers(&mut self, pop: &str) -> Vec<NodeId> {
@@ -374,6 +426,8 @@ impl Engine {
                 self.seen.skip_to(w.stream, w.seq);
             }
         }
+        let full = purges.len() >= self.cfg.ae_batch;
+        let mut learned = 0;
         for purge in purges {
             if let Err(e) = purge.validate() {
                 self.reject(from, "catchup", e.to_string());
@@ -381,10 +435,18 @@ impl Engine {
             }
             if self.seen.insert(now, &purge) {
                 self.stats.caught_up += 1;
+                learned += 1;
                 self.out.push_back(Output::Apply { purge });
             } else {
                 self.stats.duplicates += 1;
             }
+        }
+        // A full batch that taught us something means the peer probably has
+        // more: ask again now rather than one anti-entropy period later, so
+        // a node that missed many purges catches up at network speed.
+        if full && learned > 0 {
+            let watermarks = self.seen.watermarks();
+            self.send(from, Message::Digest { watermarks, reply: false });
         }
     }
 
@@ -407,21 +469,32 @@ impl Engine {
         if m.id == self.me.id {
             // Someone thinks I am suspect or dead: refute with a higher
             // incarnation, which spreads with the next probes.
-            if m.state != MemberState::Alive && m.incarnation >= self.me.incarnation {
-                self.me.incarnation = m.incarnation + 1;
+            if m.state != MemberState::Alive && self.me.state == MemberState::Alive {
+                if m.incarnation >= self.me.incarnation {
+                    self.me.incarnation = m.incarnation + 1;
+                    self.members.apply(self.me.clone());
+                }
+                // Even when the news is older than my incarnation, peers may
+                // not know that incarnation (they learnt of me from config,
+                // at 0): spread my record, which supersedes the news.
                 let me = self.me.clone();
-                self.members.apply(me.clone());
                 let n = self.members.len();
                 self.swim.gossip(now, me, n);
             }
             return;
         }
         let prev = self.members.get(m.id).map(|x| x.state);
+        let moved = self.members.get(m.id).is_none_or(|x| x.location != m.location);
         match self.members.apply(m.clone()) {
             MemberApplied::Stale => return,
             MemberApplied::New | MemberApplied::Changed(_) => {}
         }
-        self.pops = None;
+        // Suspicions come and go all the time in a large cluster; the peer
+        // caches only depend on who is reachable and where.
+        if moved || prev.map(MemberState::is_reachable) != Some(m.state.is_reachable()) {
+            self.pops = None;
+            self.peers = None;
+        }
         let n = self.members.len();
         self.swim.gossip(now, m.clone(), n);
         let was_up = prev.is_some_and(MemberState::is_reachable);
@@ -451,7 +524,8 @@ impl Engine {
     }
 
     fn anti_entropy_round(&mut self) {
-        let peers: Vec<NodeId> = self.members.reachable().map(|m| m.id).filter(|n| *n != self.me.id).collect();
+        self.peers();
+        let peers = self.peers.as_deref().unwrap_or_default();
         let chosen: Vec<NodeId> = peers.choose_multiple(&mut self.rng, self.cfg.ae_peers).copied().collect();
         if chosen.is_empty() {
             return;

@@ -58,9 +58,7 @@ impl FromStr for PurgeId {
         if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(BadPurgeId(s.chars().take(64).collect()));
         }
-        u128::from_str_radix(s, 16)
-            .map(PurgeId)
-            .map_err(|_| BadPurgeId(s.to_string()))
+        u128::from_str_radix(s, 16).map(PurgeId).map_err(|_| BadPurgeId(s.to_string()))
     }
 }
 

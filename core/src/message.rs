@@ -28,21 +28,49 @@ pub struct Watermark {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    Push { purge: Purge, stage: Stage },
+    Push {
+        purge: Purge,
+        stage: Stage,
+    },
     /// "I have applied this purge"; sent to its origin.
-    Applied { purge_id: PurgeId, node: NodeId },
+    Applied {
+        purge_id: PurgeId,
+        node: NodeId,
+    },
     /// Anti-entropy summary: per stream, how far the sender is.
-    Digest { watermarks: Vec<Watermark>, reply: bool },
+    Digest {
+        watermarks: Vec<Watermark>,
+        reply: bool,
+    },
     /// Purges the receiver of a digest has that its sender lacks.
-    Catchup { purges: Vec<Purge>, expired: Vec<Watermark> },
+    Catchup {
+        purges: Vec<Purge>,
+        expired: Vec<Watermark>,
+    },
     /// A node joining through a seed.
-    Join { member: Member },
+    Join {
+        member: Member,
+    },
     /// Membership news or a full list.
-    Members { members: Vec<Member> },
-    Ping { probe: u64, updates: Vec<Member> },
-    PingAck { probe: u64, updates: Vec<Member> },
-    PingReq { probe: u64, target: NodeId, updates: Vec<Member> },
-    Leave { member: Member },
+    Members {
+        members: Vec<Member>,
+    },
+    Ping {
+        probe: u64,
+        updates: Vec<Member>,
+    },
+    PingAck {
+        probe: u64,
+        updates: Vec<Member>,
+    },
+    PingReq {
+        probe: u64,
+        target: NodeId,
+        updates: Vec<Member>,
+    },
+    Leave {
+        member: Member,
+    },
 }
 
 impl Message {

@@ -77,10 +77,7 @@ impl Seen {
     }
 
     pub fn watermarks(&self) -> Vec<Watermark> {
-        self.streams
-            .iter()
-            .map(|(s, st)| Watermark { stream: *s, seq: st.contiguous })
-            .collect()
+        self.streams.iter().map(|(s, st)| Watermark { stream: *s, seq: st.contiguous }).collect()
     }
 
     pub fn watermark(&self, stream: StreamId) -> u64 {
@@ -94,12 +91,35 @@ impl Seen {
 
     /// What the sender of `theirs` lacks, up to `limit` purges.
     pub fn gap(&self, theirs: &[Watermark], limit: usize) -> Gap {
-        let theirs: HashMap<StreamId, u64> = theirs.iter().map(|w| (w.stream, w.seq)).collect();
+        // Digests come sorted by stream (see `watermarks`), so a merge walk
+        // replaces a hash map per digest; a peer's unsorted list is sorted
+        // here first.
+        let sorted;
+        let theirs = if theirs.windows(2).all(|w| w[0].stream <= w[1].stream) {
+            theirs
+        } else {
+            let mut v = theirs.to_vec();
+            v.sort_by_key(|w| w.stream);
+            sorted = v;
+            &sorted[..]
+        };
+        let mut at = 0;
         let mut gap = Gap::default();
         for (sid, st) in &self.streams {
-            let their = theirs.get(sid).copied().unwrap_or(0);
+            while at < theirs.len() && theirs[at].stream < *sid {
+                at += 1;
+            }
+            let their = match theirs.get(at) {
+                Some(w) if w.stream == *sid => w.seq,
+                _ => 0,
+            };
             if their < st.pruned_through {
                 gap.expired.push(Watermark { stream: *sid, seq: st.pruned_through });
+            }
+            // Usually the peer is level with us: skip the range search
+            // (the log holds only seen seqs, all <= the highest seen).
+            if st.above.last().map_or(st.contiguous, |s| (*s).max(st.contiguous)) <= their {
+                continue;
             }
             for (_, (_, p)) in st.log.range(their + 1..) {
                 if gap.purges.len() >= limit {
@@ -167,8 +187,7 @@ impl Seen {
         // too, so no old purge of it can come back and be applied twice.
         // Forgetting keeps digests from growing with every restart.
         let forget = now - keep - keep;
-        self.streams
-            .retain(|_, st| !st.log.is_empty() || !st.above.is_empty() || st.last_seen >= forget);
+        self.streams.retain(|_, st| !st.log.is_empty() || !st.above.is_empty() || st.last_seen >= forget);
         self.retained -= dropped.min(self.retained);
         dropped
     }

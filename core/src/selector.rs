@@ -70,9 +70,7 @@ pub fn normalize_host(host: &str) -> Result<String, SelectorError> {
         && !name.starts_with('.')
         && !name.starts_with('-')
         && !name.contains("..")
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
     let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok());
     if name_ok && port_ok {
         Ok(h)

@@ -75,10 +75,8 @@ impl Swim {
     }
 
     pub fn next_timeout(&self) -> Time {
-        let mut t = self.next_probe;
-        if let Some(p) = &self.probe {
-            t = t.min(p.deadline);
-        }
+        // The next probe waits for the one in flight (see `tick`).
+        let mut t = self.probe.as_ref().map_or(self.next_probe, |p| p.deadline);
         if let Some((_, at)) = self.suspects.values().min_by_key(|(_, at)| *at) {
             t = t.min(*at);
         }
@@ -156,7 +154,10 @@ impl Swim {
         self.relays.retain(|_, (_, _, exp)| *exp > now);
         self.check_probe(now, me.id, members, rng, fx);
         self.check_suspects(now, members, fx);
-        if now >= self.next_probe {
+        // A probe still waiting on helpers finishes first: replacing it
+        // would drop its verdict, and a dead member would never be
+        // suspected whenever the indirect phase outlasts the period.
+        if now >= self.next_probe && self.probe.is_none() {
             self.next_probe = now + self.probe_interval;
             self.start_probe(now, me, members, rng, fx);
         }
@@ -173,11 +174,7 @@ impl Swim {
             p.indirect = true;
             p.deadline = now + self.probe_interval.saturating_sub(self.probe_timeout).max(self.probe_timeout);
             let id = p.id;
-            let helpers: Vec<NodeId> = members
-                .reachable()
-                .map(|m| m.id)
-                .filter(|n| *n != target && *n != me)
-                .collect();
+            let helpers: Vec<NodeId> = members.reachable().map(|m| m.id).filter(|n| *n != target && *n != me).collect();
             let chosen: Vec<NodeId> = helpers.choose_multiple(rng, self.helpers).copied().collect();
             for h in chosen {
                 let updates = self.updates();

@@ -75,9 +75,10 @@ impl Tracker {
         if t.completed.is_some() {
             return None;
         }
-        let waiting = t.expected.iter().any(|n| {
-            !t.applied.contains_key(n) && members.get(*n).is_some_and(|m| m.state.is_reachable())
-        });
+        let waiting = t
+            .expected
+            .iter()
+            .any(|n| !t.applied.contains_key(n) && members.get(*n).is_some_and(|m| m.state.is_reachable()));
         if waiting {
             return None;
         }

@@ -51,7 +51,9 @@ pub fn decode(bytes: &[u8]) -> Result<(NodeId, Message), WireError> {
 fn to_envelope(from: NodeId, msg: &Message) -> pb::Envelope {
     use pb::envelope::Body;
     let body = match msg {
-        Message::Push { purge, stage } => Body::Push(pb::Push { purge: Some(purge_to(purge)), stage: stage_to(*stage) as i32 }),
+        Message::Push { purge, stage } => {
+            Body::Push(pb::Push { purge: Some(purge_to(purge)), stage: stage_to(*stage) as i32 })
+        }
         Message::Applied { purge_id, node } => {
             Body::Applied(pb::Applied { purge_id: purge_id.to_bytes().to_vec(), node: node.0 })
         }
