@@ -1,0 +1,175 @@
+//! The shipped protocol: one real `purgecast_core::Engine` per machine.
+
+use std::collections::HashMap;
+
+use purgecast_core::wire::encoded_len;
+use purgecast_core::{Config, Engine, Event, MemberState, Message, Mode, NodeId, Output, PurgeId, Selector, Time};
+
+use crate::topology::Topology;
+use crate::workload::Workload;
+use crate::world::{Io, Protocol};
+
+const KINDS: &[&str] =
+    &["push", "applied", "digest", "catchup", "join", "members", "ping", "ping_ack", "ping_req", "leave"];
+
+fn kind_index(msg: &Message) -> usize {
+    match msg {
+        Message::Push { .. } => 0,
+        Message::Applied { .. } => 1,
+        Message::Digest { .. } => 2,
+        Message::Catchup { .. } => 3,
+        Message::Join { .. } => 4,
+        Message::Members { .. } => 5,
+        Message::Ping { .. } => 6,
+        Message::PingAck { .. } => 7,
+        Message::PingReq { .. } => 8,
+        Message::Leave { .. } => 9,
+    }
+}
+
+fn varint_len(v: u64) -> u8 {
+    (1 + (63 - (v | 1).leading_zeros()) / 7) as u8
+}
+
+/// Things the engines reported that a correct run should never see.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineCounters {
+    pub rejected: u64,
+    pub flushes: u64,
+    pub unknown: u64,
+    pub member_down: u64,
+    pub completed: u64,
+}
+
+pub struct Engines {
+    engines: Vec<Engine>,
+    ids: Vec<NodeId>,
+    by_id: HashMap<NodeId, usize>,
+    by_purge: HashMap<PurgeId, usize>,
+    /// A push's encoded size depends only on the purge, the stage and the
+    /// varint length of the sender id: computing it once per key keeps the
+    /// count exact without re-encoding every copy.
+    push_len: HashMap<(PurgeId, u8, u8), usize>,
+    pub counters: EngineCounters,
+}
+
+impl Engines {
+    /// Every engine starts knowing the full member list; machines crashed
+    /// before the run are dead in every view (steady state after SWIM).
+    pub fn new(topo: &Topology, wl: &Workload, cfg: &Config, seed: u64) -> Engines {
+        let n = topo.len();
+        let members: Vec<_> = (0..n)
+            .map(|m| topo.member(m, if wl.crashed[m] { MemberState::Dead } else { MemberState::Alive }))
+            .collect();
+        let mut engines = Vec::with_capacity(n);
+        for (m, me) in members.iter().enumerate() {
+            let mut e = Engine::new(cfg.clone(), me.clone(), 1, splitmix(seed ^ m as u64), Time::ZERO);
+            for other in &members {
+                e.add_member(other.clone());
+            }
+            engines.push(e);
+        }
+        let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();
+        let by_id = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        Engines {
+            engines,
+            ids,
+            by_id,
+            by_purge: HashMap::new(),
+            push_len: HashMap::new(),
+            counters: EngineCounters::default(),
+        }
+    }
+
+    pub fn engine(&self, m: usize) -> &Engine {
+        &self.engines[m]
+    }
+
+    fn size(&mut self, from: NodeId, msg: &Message) -> usize {
+        if let Message::Push { purge, stage } = msg {
+            let key = (purge.id, *stage as u8, varint_len(from.0));
+            if let Some(n) = self.push_len.get(&key) {
+                return *n;
+            }
+            let n = encoded_len(from, msg);
+            self.push_len.insert(key, n);
+            return n;
+        }
+        encoded_len(from, msg)
+    }
+
+    fn drain(&mut self, io: &mut Io<Message>, m: usize) {
+        // Bounded: each apply adds at most one ack; a runaway engine would
+        // show up as a stuck run, not a hang here.
+        for _ in 0..10_000_000 {
+            let Some(out) = self.engines[m].poll_output() else { return };
+            match out {
+                Output::Send { to, msg } => match self.by_id.get(&to) {
+                    Some(&t) => {
+                        let bytes = self.size(self.ids[m], &msg);
+                        let kind = kind_index(&msg);
+                        io.send(t, msg, kind, bytes);
+                    }
+                    None => self.counters.unknown += 1,
+                },
+                Output::Apply { purge } => {
+                    match self.by_purge.get(&purge.id) {
+                        Some(&i) => io.apply(i),
+                        None => self.counters.unknown += 1,
+                    }
+                    self.engines[m].applied(io.now, purge.id, purge.origin());
+                }
+                Output::Flush { .. } => self.counters.flushes += 1,
+                Output::Event(Event::Rejected { .. }) => self.counters.rejected += 1,
+                Output::Event(Event::MemberDown { .. }) => self.counters.member_down += 1,
+                Output::Event(Event::PurgeComplete { .. }) => self.counters.completed += 1,
+                Output::Event(Event::MemberUp(_)) => {}
+            }
+        }
+    }
+}
+
+impl Protocol for Engines {
+    type Msg = Message;
+
+    fn kinds(&self) -> &'static [&'static str] {
+        KINDS
+    }
+
+    fn originate(&mut self, io: &mut Io<Message>, m: usize, purge: usize) {
+        let url = format!("https://www.example.com/assets/{purge}/app.js");
+        let Ok(sel) = Selector::url(&url) else {
+            self.counters.rejected += 1;
+            return;
+        };
+        match self.engines[m].originate(io.now, vec![sel], Mode::Hard, io.now.as_micros() / 1000) {
+            Ok(p) => {
+                self.by_purge.insert(p.id, purge);
+            }
+            Err(_) => self.counters.rejected += 1,
+        }
+        self.drain(io, m);
+    }
+
+    fn on_message(&mut self, io: &mut Io<Message>, to: usize, from: usize, msg: Message) {
+        self.engines[to].handle_message(io.now, self.ids[from], msg);
+        self.drain(io, to);
+    }
+
+    fn on_timer(&mut self, io: &mut Io<Message>, m: usize) {
+        self.engines[m].handle_timeout(io.now);
+        self.drain(io, m);
+    }
+
+    fn next_timer(&self, m: usize) -> Option<Time> {
+        self.engines[m].poll_timeout()
+    }
+}
+
+/// Decorrelates per-machine seeds derived from one run seed.
+pub fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,85 @@
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::Parser;
+use purgesim::cli::{strategies, Cli, Cmd, RunArgs, SweepArgs};
+use purgesim::scenario::run_all;
+use purgesim::{plot, report, sweep};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        None => run(cli.run),
+        Some(Cmd::Run(a)) => run(a),
+        Some(Cmd::Sweep(a)) => run_sweep(a),
+    }
+}
+
+fn run(a: RunArgs) -> anyhow::Result<()> {
+    let (scn, echo) = a.common.scenario()?;
+    let strategies = strategies(&a.strategies)?;
+    let wall = Instant::now();
+    let outcomes = run_all(&scn, &strategies, a.common.threads);
+    let secs = wall.elapsed().as_secs_f64();
+    let reports: Vec<_> = outcomes.iter().map(|o| o.report.clone()).collect();
+    if a.json {
+        println!("{}", report::json(&echo, &reports)?);
+    } else {
+        print!("{}", report::text(&echo, &reports));
+    }
+    let events: u64 = reports.iter().map(|r| r.events).sum();
+    // Wall-clock figures go to stderr only, so stdout stays reproducible.
+    eprintln!(
+        "{events} events in {secs:.1} s wall: {:.0} events/s ({} threads)",
+        events as f64 / secs,
+        a.common.threads
+    );
+    for (o, r) in outcomes.iter().zip(&reports) {
+        if let Some(c) = &o.engine {
+            eprintln!("{}: engine counters {:?}", r.strategy, c);
+        }
+    }
+    if let Some(dir) = &a.plot {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let series: Vec<(String, Vec<f64>)> =
+            outcomes.into_iter().map(|o| (o.report.strategy.clone(), o.samples)).collect();
+        let title = format!(
+            "delivery latency CDF: {} PoPs x {}, loss {}% ({}), {}% crashed, seed {}",
+            echo.pops,
+            echo.machines_per_pop,
+            echo.loss * 100.0,
+            echo.loss_model,
+            (a.common.crashed * 100.0).round(),
+            echo.seed
+        );
+        plot::cdf(&dir.join("cdf.svg"), &title, &series)?;
+    }
+    Ok(())
+}
+
+fn run_sweep(a: SweepArgs) -> anyhow::Result<()> {
+    let (scn, echo) = a.common.scenario()?;
+    let wall = Instant::now();
+    let rows = sweep::sweep(&scn, &a.fanouts, &a.pop_entries, a.common.threads);
+    let secs = wall.elapsed().as_secs_f64();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "params": echo, "sweep": rows }))?);
+    } else {
+        print!("{}", report::text(&echo, &[]).lines().take(2).map(|l| format!("{l}\n")).collect::<String>());
+        print!("{}", sweep::text(&rows));
+    }
+    let events: u64 = rows.iter().map(|r| r.report.events).sum();
+    eprintln!("{events} events in {secs:.1} s wall: {:.0} events/s", events as f64 / secs);
+    if let Some(dir) = &a.plot {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let title = format!(
+            "sweep: {} PoPs x {}, loss {}% ({})",
+            echo.pops,
+            echo.machines_per_pop,
+            echo.loss * 100.0,
+            echo.loss_model
+        );
+        plot::sweep(&dir.join("sweep.svg"), &title, &sweep::lines(&rows))?;
+    }
+    Ok(())
+}

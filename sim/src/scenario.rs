@@ -1,0 +1,159 @@
+//! One simulated experiment: a topology, a workload, a network, and the
+//! strategies to compare on exactly the same purges and failures.
+
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use purgecast_core::{Config, Strategy as CoreStrategy};
+
+use crate::baseline::{Baseline, Kind};
+use crate::engines::{EngineCounters, Engines};
+use crate::metrics::{latency_samples, report, Report};
+use crate::net::Net;
+use crate::topology::{builtin_cities, Topology, TopologyError};
+use crate::workload::{Workload, WorkloadParams};
+use crate::world::{run, RunParams};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// The shipped protocol: core `Strategy::Topology`.
+    Topology,
+    /// Core `Strategy::Gossip`: flat random fanout.
+    Gossip,
+    Direct,
+    Core,
+    Regional,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 5] =
+        [Strategy::Topology, Strategy::Gossip, Strategy::Direct, Strategy::Core, Strategy::Regional];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Topology => "topology",
+            Strategy::Gossip => "gossip",
+            Strategy::Direct => "direct",
+            Strategy::Core => "core",
+            Strategy::Regional => "regional",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Strategy> {
+        Strategy::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub topo: Topology,
+    pub workload: WorkloadParams,
+    pub run: RunParams,
+    /// Engine configuration of both engine strategies (the strategy field is
+    /// set per run).
+    pub config: Config,
+    /// PoP of the core baseline.
+    pub core_pop: usize,
+}
+
+impl Scenario {
+    /// The core city is looked up in the full city list, then mapped to
+    /// the nearest selected PoP.
+    pub fn core_pop_for(topo: &Topology, city: &str) -> Result<usize, TopologyError> {
+        let cities = builtin_cities()?;
+        let c = cities.iter().chain(topo.pops.iter().map(|p| &p.city)).find(|c| c.name.eq_ignore_ascii_case(city));
+        Ok(c.map_or(0, |c| topo.nearest_pop(c.lat, c.lon)))
+    }
+
+    pub fn workload(&self) -> Workload {
+        Workload::generate(self.topo.len(), &self.workload, self.run.seed)
+    }
+
+    pub fn heals(&self) -> Vec<Duration> {
+        self.run.net.partitions.iter().map(|p| p.heal()).collect()
+    }
+}
+
+/// The result of one strategy in one scenario.
+pub struct Outcome {
+    pub report: Report,
+    /// Sorted per-machine delivery latencies (ms), for CDF plots.
+    pub samples: Vec<f64>,
+    pub engine: Option<EngineCounters>,
+}
+
+pub fn run_strategy(scn: &Scenario, wl: &Workload, s: Strategy) -> Outcome {
+    let net = Net::new(&scn.topo, scn.run.net.clone(), scn.run.seed);
+    let heals = scn.heals();
+    let (trace, engine) = match s {
+        Strategy::Topology | Strategy::Gossip => {
+            let strategy = if s == Strategy::Topology { CoreStrategy::Topology } else { CoreStrategy::Gossip };
+            let cfg = Config { strategy, ..scn.config.clone() };
+            let mut p = Engines::new(&scn.topo, wl, &cfg, scn.run.seed);
+            let t = run(&scn.topo, wl, &scn.run, &mut p);
+            let counters = p.counters.clone();
+            // Freeing millions of member records takes seconds; do it off
+            // the critical path.
+            std::thread::spawn(move || drop(p));
+            (t, Some(counters))
+        }
+        Strategy::Direct | Strategy::Core | Strategy::Regional => {
+            let kind = match s {
+                Strategy::Direct => Kind::Direct,
+                Strategy::Core => Kind::Core,
+                _ => Kind::Regional,
+            };
+            let mut p = Baseline::new(kind, &scn.topo, wl, scn.core_pop, |a, b| net.base_us(a, b));
+            (run(&scn.topo, wl, &scn.run, &mut p), None)
+        }
+    };
+    Outcome {
+        report: report(s.name(), &scn.topo, wl, &net, &heals, &trace),
+        samples: latency_samples(wl, &trace),
+        engine,
+    }
+}
+
+/// Runs strategies and returns their outcomes in the order asked. With two
+/// or more threads, the engine strategies run one after the other in one
+/// lane and the baselines in another: 3,300 engines hold several GB, and
+/// two sets at once would double the peak memory for little gain.
+pub fn run_all(scn: &Scenario, strategies: &[Strategy], threads: usize) -> Vec<Outcome> {
+    let wl = scn.workload();
+    let heavy = |s: &Strategy| matches!(s, Strategy::Topology | Strategy::Gossip);
+    let lanes: Vec<Vec<(usize, Strategy)>> = if threads >= 2 {
+        let (a, b): (Vec<_>, Vec<_>) = strategies.iter().copied().enumerate().partition(|(_, s)| heavy(s));
+        vec![a, b]
+    } else {
+        vec![strategies.iter().copied().enumerate().collect()]
+    };
+    let done =
+        par_map(&lanes, threads, |lane| lane.iter().map(|(i, s)| (*i, run_strategy(scn, &wl, *s))).collect::<Vec<_>>());
+    let mut all: Vec<(usize, Outcome)> = done.into_iter().flatten().collect();
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, o)| o).collect()
+}
+
+/// Maps `f` over `items` on up to `threads` threads, keeping the order of
+/// `items` in the result so output never depends on scheduling.
+pub fn par_map<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let slots: Mutex<Vec<Option<R>>> = Mutex::new(items.iter().map(|_| None).collect());
+    std::thread::scope(|sc| {
+        for _ in 0..threads.clamp(1, items.len().max(1)) {
+            sc.spawn(|| {
+                // Ends once every item has been taken.
+                loop {
+                    let i = next.fetch_add(1, AtomicOrdering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    if let Ok(mut g) = slots.lock() {
+                        g[i] = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    slots.into_inner().unwrap_or_default().into_iter().flatten().collect()
+}

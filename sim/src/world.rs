@@ -1,0 +1,299 @@
+//! The discrete-event driver: a virtual clock, one event queue, per-machine
+//! CPU queues, and a [`Protocol`] that decides what each machine does.
+
+use std::time::Duration;
+
+use purgecast_core::Time;
+
+use crate::net::{Net, NetParams};
+use crate::queue::Queue;
+use crate::topology::Topology;
+use crate::workload::Workload;
+
+/// What a protocol asks the driver to do on behalf of one machine.
+pub struct Io<M> {
+    pub now: Time,
+    sends: Vec<(usize, M, usize, usize)>,
+    applies: Vec<usize>,
+}
+
+impl<M> Io<M> {
+    /// `kind` indexes [`Protocol::kinds`]; `bytes` is the encoded size.
+    pub fn send(&mut self, to: usize, msg: M, kind: usize, bytes: usize) {
+        self.sends.push((to, msg, kind, bytes));
+    }
+
+    /// This machine has applied purge number `purge`.
+    pub fn apply(&mut self, purge: usize) {
+        self.applies.push(purge);
+    }
+}
+
+pub trait Protocol {
+    type Msg;
+    /// Message kind names, indexed by the `kind` of [`Io::send`].
+    fn kinds(&self) -> &'static [&'static str];
+    fn originate(&mut self, io: &mut Io<Self::Msg>, m: usize, purge: usize);
+    fn on_message(&mut self, io: &mut Io<Self::Msg>, to: usize, from: usize, msg: Self::Msg);
+    fn on_timer(&mut self, io: &mut Io<Self::Msg>, m: usize);
+    fn next_timer(&self, m: usize) -> Option<Time>;
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunParams {
+    pub net: NetParams,
+    /// CPU time per received message, serialised per machine.
+    pub proc: Duration,
+    /// CPU time per sent message at the sender.
+    pub send: Duration,
+    pub max_time: Duration,
+    /// Run on this long after the last apply (acks, timers).
+    pub tail: Duration,
+    pub seed: u64,
+}
+
+impl Default for RunParams {
+    fn default() -> Self {
+        RunParams {
+            net: NetParams::default(),
+            proc: Duration::from_micros(20),
+            send: Duration::ZERO,
+            max_time: Duration::from_secs(120),
+            tail: Duration::from_millis(200),
+            seed: 1,
+        }
+    }
+}
+
+/// Raw outcome of one run; `metrics` turns it into a report.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    pub machines: usize,
+    pub purges: usize,
+    /// Apply time in microseconds per (purge, machine), purge-major;
+    /// `u64::MAX` when never applied.
+    pub applied_at: Vec<u64>,
+    /// How many times each (purge, machine) was applied.
+    pub apply_count: Vec<u8>,
+    /// Per message kind: (name, count, bytes), counted from the first purge.
+    pub sent: Vec<(&'static str, u64, u64)>,
+    pub events: u64,
+    pub end: Time,
+    pub all_applied_at: Option<Time>,
+    pub retransmitted: u64,
+    pub dropped: u64,
+}
+
+/// Small and `Copy`, so the queue moves a few bytes per event whatever
+/// the message size; messages wait in a slab.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    Originate(u32),
+    Deliver { to: u32, from: u32, slot: u32 },
+    Timer { m: u32 },
+    Crash(u32),
+}
+
+struct Driver<'a, P: Protocol> {
+    topo: &'a Topology,
+    wl: &'a Workload,
+    p: &'a RunParams,
+    net: Net,
+    proto: &'a mut P,
+    queue: Queue<Ev>,
+    slab: Vec<Option<P::Msg>>,
+    free: Vec<u32>,
+    busy: Vec<Time>,
+    down: Vec<bool>,
+    timer_at: Vec<Option<Time>>,
+    io: Io<P::Msg>,
+    trace: Trace,
+    count_from: Time,
+    missing: usize,
+}
+
+/// Runs one protocol over one workload.
+pub fn run<P: Protocol>(topo: &Topology, wl: &Workload, p: &RunParams, proto: &mut P) -> Trace {
+    let n = topo.len();
+    let purges = wl.purges.len();
+    let kinds = proto.kinds();
+    let mut d = Driver {
+        topo,
+        wl,
+        p,
+        net: Net::new(topo, p.net.clone(), p.seed),
+        // 100 us buckets over a 6.5 s horizon: messages and timers land
+        // in the ring, only far-off purges and crashes in the overflow.
+        queue: Queue::new(100, 1 << 16),
+        slab: Vec::new(),
+        free: Vec::new(),
+        busy: vec![Time::ZERO; n],
+        down: wl.crashed.clone(),
+        timer_at: vec![None; n],
+        io: Io { now: Time::ZERO, sends: Vec::new(), applies: Vec::new() },
+        trace: Trace {
+            machines: n,
+            purges,
+            applied_at: vec![u64::MAX; n * purges],
+            apply_count: vec![0; n * purges],
+            sent: kinds.iter().map(|k| (*k, 0, 0)).collect(),
+            events: 0,
+            end: Time::ZERO,
+            all_applied_at: None,
+            retransmitted: 0,
+            dropped: 0,
+        },
+        count_from: wl.purges.first().map_or(Time::ZERO, |s| s.at),
+        missing: purges * wl.live_count(),
+        proto,
+    };
+    d.start();
+    d.run_loop();
+    d.trace.retransmitted = d.net.retransmitted;
+    d.trace.dropped = d.net.dropped;
+    d.trace
+}
+
+impl<P: Protocol> Driver<'_, P> {
+    fn push(&mut self, at: Time, ev: Ev) {
+        self.queue.push(at, ev);
+    }
+
+    fn park(&mut self, msg: P::Msg) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = Some(msg);
+                i
+            }
+            None => {
+                self.slab.push(Some(msg));
+                (self.slab.len() - 1) as u32
+            }
+        }
+    }
+
+    fn unpark(&mut self, slot: u32) -> Option<P::Msg> {
+        let msg = self.slab.get_mut(slot as usize)?.take();
+        self.free.push(slot);
+        msg
+    }
+
+    fn start(&mut self) {
+        for m in 0..self.topo.len() {
+            if !self.down[m] {
+                self.arm_timer(m, Time::ZERO);
+            }
+            if let Some(at) = self.wl.crash_at[m] {
+                self.push(at, Ev::Crash(m as u32));
+            }
+        }
+        for (i, s) in self.wl.purges.iter().enumerate() {
+            self.push(s.at, Ev::Originate(i as u32));
+        }
+    }
+
+    fn run_loop(&mut self) {
+        let max = Time::ZERO + self.p.max_time;
+        let mut stop_at = max;
+        while let Some((at, ev)) = self.queue.pop() {
+            if at > stop_at {
+                break;
+            }
+            self.trace.events += 1;
+            self.trace.end = at;
+            match ev {
+                Ev::Originate(i) => {
+                    let i = i as usize;
+                    let m = self.wl.purges[i].origin;
+                    if !self.down[m] {
+                        self.begin(m, at, self.p.proc);
+                        self.proto.originate(&mut self.io, m, i);
+                        self.finish(m, false);
+                    }
+                }
+                Ev::Deliver { to, from, slot } => {
+                    let (to, from) = (to as usize, from as usize);
+                    let Some(msg) = self.unpark(slot) else { continue };
+                    let (pf, pt) = (self.topo.pop_of(from), self.topo.pop_of(to));
+                    if self.down[to] || self.net.cut(at, pf, pt) {
+                        continue;
+                    }
+                    self.begin(to, at, self.p.proc);
+                    self.proto.on_message(&mut self.io, to, from, msg);
+                    self.finish(to, false);
+                }
+                Ev::Timer { m } => {
+                    let m = m as usize;
+                    if self.down[m] || self.timer_at[m] != Some(at) {
+                        continue;
+                    }
+                    self.timer_at[m] = None;
+                    self.begin(m, at, Duration::ZERO);
+                    self.proto.on_timer(&mut self.io, m);
+                    self.finish(m, true);
+                }
+                Ev::Crash(m) => self.down[m as usize] = true,
+            }
+            if self.missing == 0 && self.trace.all_applied_at.is_none() {
+                self.trace.all_applied_at = Some(at);
+                stop_at = (at + self.p.tail).min(max);
+            }
+        }
+    }
+
+    /// The machine's CPU takes the work in arrival order: it starts when the
+    /// machine is free and the protocol sees the time it finishes.
+    fn begin(&mut self, m: usize, at: Time, cost: Duration) {
+        let t = self.busy[m].max(at) + cost;
+        self.busy[m] = t;
+        self.io.now = t;
+    }
+
+    fn finish(&mut self, m: usize, after_timer: bool) {
+        let now = self.io.now;
+        let from_pop = self.topo.pop_of(m);
+        let mut depart = now;
+        let sends = std::mem::take(&mut self.io.sends);
+        for (to, msg, kind, bytes) in sends {
+            depart = depart + self.p.send;
+            if depart >= self.count_from {
+                let k = &mut self.trace.sent[kind];
+                k.1 += 1;
+                k.2 += bytes as u64;
+            }
+            if let Some(delay) = self.net.transit(depart, from_pop, self.topo.pop_of(to)) {
+                let slot = self.park(msg);
+                self.push(Time(depart.as_micros() + delay), Ev::Deliver { to: to as u32, from: m as u32, slot });
+            }
+        }
+        self.busy[m] = depart;
+        let applies = std::mem::take(&mut self.io.applies);
+        for &i in &applies {
+            let k = i * self.topo.len() + m;
+            let c = &mut self.trace.apply_count[k];
+            if *c == 0 {
+                self.trace.applied_at[k] = now.as_micros();
+                if self.wl.is_live(m) {
+                    self.missing -= 1;
+                }
+            }
+            *c = c.saturating_add(1);
+        }
+        self.io.applies = applies;
+        self.io.applies.clear();
+        // A timer due again at once after firing would spin the clock in
+        // place; a microsecond later is harmless.
+        let floor = if after_timer { Time(now.as_micros() + 1) } else { now };
+        self.arm_timer(m, floor);
+    }
+
+    fn arm_timer(&mut self, m: usize, floor: Time) {
+        if let Some(t) = self.proto.next_timer(m) {
+            let t = t.max(floor);
+            if self.timer_at[m] != Some(t) {
+                self.timer_at[m] = Some(t);
+                self.push(t, Ev::Timer { m: m as u32 });
+            }
+        }
+    }
+}
