@@ -12,8 +12,7 @@ pub mod api {
     include!(concat!(env!("OUT_DIR"), "/purgecast.api.v1.rs"));
 
     /// Encoded descriptor set, for gRPC server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/api_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/api_descriptor.bin"));
 }
 
 /// Version carried in every wire envelope.

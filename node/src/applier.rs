@@ -1,0 +1,146 @@
+//! The apply worker: a dedicated thread that writes purges into the store.
+//!
+//! RocksDB calls block, and a synced write waits for the disk, so they stay
+//! off the protocol loop. Whatever queued up while a write was in flight
+//! goes into the next WriteBatch together, which is what makes a burst of
+//! purges cheap.
+
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use purgecast_core::{Purge, PurgeId};
+use tokio::sync::mpsc;
+
+use crate::store::Store;
+
+/// Largest number of purges written in one batch.
+const MAX_BATCH: usize = 1024;
+
+pub enum Job {
+    /// `durable`: sync the write before reporting it (purges this node
+    /// accepted from a client, whose id the client gets only afterwards).
+    Apply { purge: Purge, durable: bool },
+    /// Drop every index entry: this node missed purges nobody retains.
+    Flush { reason: String },
+}
+
+/// Reported back to the protocol loop once a batch is in the store.
+pub struct Done {
+    pub applied: Vec<(PurgeId, purgecast_core::NodeId)>,
+    pub failed: Vec<(PurgeId, String)>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub fn spawn(store: Arc<Store>, retention: Duration, done: mpsc::UnboundedSender<Done>) -> std_mpsc::Sender<Job> {
+    let (tx, rx) = std_mpsc::channel::<Job>();
+    let spawned = std::thread::Builder::new().name("purgecast-apply".into()).spawn(move || {
+        let mut last_upkeep = Instant::now();
+        loop {
+            let first = match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(job) => Some(job),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            if let Some(first) = first {
+                let mut jobs = vec![first];
+                while jobs.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(j) => jobs.push(j),
+                        Err(_) => break,
+                    }
+                }
+                let report = run_jobs(&store, jobs);
+                if done.send(report).is_err() {
+                    return;
+                }
+            }
+            if last_upkeep.elapsed() >= Duration::from_secs(5) {
+                last_upkeep = Instant::now();
+                upkeep(&store, retention);
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the apply thread");
+    }
+    tx
+}
+
+fn run_jobs(store: &Store, jobs: Vec<Job>) -> Done {
+    let mut done = Done { applied: Vec::new(), failed: Vec::new() };
+    let mut batch: Vec<(Purge, u64)> = Vec::new();
+    let mut durable = false;
+    let now = now_ms();
+    for job in jobs {
+        match job {
+            Job::Apply { purge, durable: d } => {
+                durable |= d;
+                batch.push((purge, now));
+            }
+            Job::Flush { reason } => {
+                // Purges queued before the flush go in first: order matters.
+                write_batch(store, &mut batch, durable, &mut done);
+                match store.flush_index() {
+                    Ok(n) => {
+                        metrics::counter!("purgecast_flushes_total").increment(1);
+                        tracing::error!(removed = n, %reason, "FLUSHED the whole local index: this node missed purges no peer retains");
+                    }
+                    Err(e) => tracing::error!(error = %e, "index flush failed"),
+                }
+            }
+        }
+    }
+    write_batch(store, &mut batch, durable, &mut done);
+    done
+}
+
+fn write_batch(store: &Store, batch: &mut Vec<(Purge, u64)>, durable: bool, done: &mut Done) {
+    if batch.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    // The store syncs every batch when configured to; `durable` is kept for
+    // when peer-learned purges may skip the fsync (anti-entropy refetches).
+    let _ = durable;
+    match store.apply_purges(batch) {
+        Ok(outcomes) => {
+            let removed: u64 = outcomes.iter().map(|o| o.removed).sum();
+            let marked_stale: u64 = outcomes.iter().map(|o| o.marked_stale).sum();
+            let secs = started.elapsed().as_secs_f64();
+            metrics::histogram!("purgecast_purge_apply_seconds").record(secs);
+            metrics::counter!("purgecast_purges_applied_total").increment(batch.len() as u64);
+            metrics::counter!("purgecast_entries_removed_total").increment(removed);
+            metrics::counter!("purgecast_entries_marked_stale_total").increment(marked_stale);
+            done.applied.extend(batch.iter().map(|(p, _)| (p.id, p.origin())));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, purges = batch.len(), "applying purges failed");
+            metrics::counter!("purgecast_apply_errors_total").increment(1);
+            done.failed.extend(batch.iter().map(|(p, _)| (p.id, e.to_string())));
+        }
+    }
+    batch.clear();
+}
+
+/// Meta key of the last time this node was known to be up (Unix ms).
+pub const LAST_ALIVE: &str = "last_alive_ms";
+
+fn upkeep(store: &Store, retention: Duration) {
+    if let Err(e) = store.put_meta(LAST_ALIVE, &now_ms().to_be_bytes()) {
+        tracing::warn!(error = %e, "recording liveness failed");
+    }
+    let cutoff = now_ms().saturating_sub(retention.as_millis() as u64);
+    match store.prune_purge_log(cutoff) {
+        Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned applied-purge log"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "pruning the purge log failed"),
+    }
+    if let Err(e) = store.compact_purged_ranges() {
+        tracing::warn!(error = %e, "compacting purged ranges failed");
+    }
+    metrics::gauge!("purgecast_index_entries").set(store.count_all() as f64);
+}

@@ -1,0 +1,195 @@
+//! `purgecast dev`: a local cluster of separate node processes on loopback,
+//! with generated certificates, for trying purgecast and for benchmarks.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::config::{NodeConfig, TlsConfig};
+use crate::tls;
+
+#[derive(clap::Args, Debug)]
+pub struct DevArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Working directory for data, certificates, configs and logs.
+    #[arg(long, default_value = ".purgecast-dev")]
+    pub dir: PathBuf,
+    /// Node i listens on base+i (gRPC), base+1000+i (peers), base+2000+i (metrics).
+    #[arg(long, default_value_t = 7100)]
+    pub base_port: u16,
+    /// Spread the nodes over this many PoPs (dev-pop-0 ...), round robin.
+    #[arg(long, default_value_t = 1)]
+    pub pops: usize,
+    /// Where to write the cluster description (JSON).
+    #[arg(long)]
+    pub cluster_file: Option<PathBuf>,
+    /// Delete the working directory first (data included).
+    #[arg(long)]
+    pub fresh: bool,
+    /// Bearer token the nodes' APIs require (none by default).
+    #[arg(long)]
+    pub token: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct ClusterNode {
+    pub name: String,
+    pub id: String,
+    pub grpc: String,
+    pub peer: String,
+    pub metrics: String,
+    pub pid: u32,
+}
+
+#[derive(Serialize)]
+pub struct ClusterFile {
+    pub nodes: Vec<ClusterNode>,
+}
+
+fn node_config(args: &DevArgs, i: usize, certs: &Path) -> anyhow::Result<NodeConfig> {
+    let name = format!("node-{i}");
+    let port = |offset: u16| -> anyhow::Result<u16> {
+        let p = usize::from(args.base_port) + usize::from(offset) + i;
+        u16::try_from(p).with_context(|| format!("port {p} out of range: lower --base-port"))
+    };
+    let paths = tls::cert_paths(certs, &name)?;
+    let seeds = (0..args.nodes.min(3))
+        .filter(|j| *j != i)
+        .map(|j| port(1000).map(|_| format!("127.0.0.1:{}", usize::from(args.base_port) + 1000 + j)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(NodeConfig {
+        name,
+        listen_peer: ([127, 0, 0, 1], port(1000)?).into(),
+        listen_api: ([127, 0, 0, 1], port(0)?).into(),
+        listen_metrics: ([127, 0, 0, 1], port(2000)?).into(),
+        data_dir: args.dir.join(format!("node-{i}")).join("data"),
+        seeds,
+        pop: format!("dev-pop-{}", i % args.pops.max(1)),
+        region: "dev".into(),
+        tls: TlsConfig { ca: paths.ca, cert: paths.cert, key: paths.key },
+        api_tokens: args.token.iter().cloned().collect(),
+        ..NodeConfig::default()
+    })
+}
+
+fn ensure_certs(dir: &Path, nodes: usize) -> anyhow::Result<PathBuf> {
+    let certs = dir.join("certs");
+    let ca = if certs.join("ca.pem").exists() { tls::read_ca(&certs)? } else { tls::generate_ca("purgecast dev CA")? };
+    let mut issued = Vec::new();
+    for i in 0..nodes {
+        let name = format!("node-{i}");
+        if !certs.join(format!("{name}.pem")).exists() {
+            issued.push((name.clone(), tls::issue_node_cert(&ca, &name, &tls::dev_sans(&name))?));
+        }
+    }
+    tls::write_certs(&certs, &ca, &issued)?;
+    Ok(certs)
+}
+
+/// Waits until a TCP port accepts connections (bounded).
+fn wait_port(addr: std::net::SocketAddr, child: &mut Child, limit: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("node listening on {addr} exited during start-up ({status}); see its log");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("node on {addr} did not start within {limit:?}")
+}
+
+pub fn run(args: DevArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 || args.nodes > 200 {
+        bail!("--nodes must be between 1 and 200");
+    }
+    if args.fresh && args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir).with_context(|| format!("removing {}", args.dir.display()))?;
+    }
+    std::fs::create_dir_all(&args.dir)?;
+    let certs = ensure_certs(&args.dir, args.nodes)?;
+    let exe = std::env::current_exe().context("locating the purgecast binary")?;
+    let mut children: Vec<(NodeConfig, Child)> = Vec::new();
+    let result = start_all(&args, &certs, &exe, &mut children).and_then(|()| {
+        let file = ClusterFile {
+            nodes: children
+                .iter()
+                .map(|(c, child)| ClusterNode {
+                    name: c.name.clone(),
+                    id: purgecast_core::NodeId::from_name(&c.name).to_string(),
+                    grpc: format!("http://{}", c.listen_api),
+                    peer: c.listen_peer.to_string(),
+                    metrics: format!("http://{}/metrics", c.listen_metrics),
+                    pid: child.id(),
+                })
+                .collect(),
+        };
+        let path = args.cluster_file.clone().unwrap_or_else(|| args.dir.join("cluster.json"));
+        std::fs::write(&path, serde_json::to_string_pretty(&file)?)?;
+        println!("purgecast dev cluster: {} nodes (Ctrl-C stops them)", file.nodes.len());
+        for n in &file.nodes {
+            println!("  {:<10} grpc {}  peer {}  metrics {}  pid {}", n.name, n.grpc, n.peer, n.metrics, n.pid);
+        }
+        println!("cluster file: {}", path.display());
+        println!("logs: {}/node-*/node.log", args.dir.display());
+        println!("try: purgectl --endpoint {} members", file.nodes[0].grpc);
+        supervise(&mut children)
+    });
+    for (_, child) in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    result
+}
+
+fn start_all(args: &DevArgs, certs: &Path, exe: &Path, children: &mut Vec<(NodeConfig, Child)>) -> anyhow::Result<()> {
+    for i in 0..args.nodes {
+        let cfg = node_config(args, i, certs)?;
+        let node_dir = args.dir.join(&cfg.name);
+        std::fs::create_dir_all(&node_dir)?;
+        let cfg_path = node_dir.join("config.toml");
+        std::fs::write(&cfg_path, toml::to_string(&cfg)?)?;
+        let log = std::fs::File::create(node_dir.join("node.log"))?;
+        let child = Command::new(exe)
+            .arg("run")
+            .arg("--config")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", cfg.name))?;
+        children.push((cfg, child));
+    }
+    for (cfg, child) in children.iter_mut() {
+        wait_port(cfg.listen_api, child, Duration::from_secs(60))?;
+    }
+    Ok(())
+}
+
+/// Runs until Ctrl-C or until a node exits on its own.
+fn supervise(children: &mut [(NodeConfig, Child)]) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = tick.tick() => {
+                    for (cfg, child) in children.iter_mut() {
+                        if let Some(status) = child.try_wait()? {
+                            bail!("{} exited ({status}); see {}/{}/node.log", cfg.name, "the dev dir", cfg.name);
+                        }
+                    }
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,252 @@
+//! The protocol loop: owns the engine and feeds it the network, the API,
+//! the apply worker and the clock. One task, so the engine needs no lock.
+
+use std::collections::HashMap;
+use std::sync::mpsc as std_mpsc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use purgecast_core::engine::{Event, Output};
+use purgecast_core::{wire, Engine, Member, MemberState, Mode, NodeId, Purge, PurgeId, PurgeStatus, Selector, Time};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::applier::{self, Done, Job};
+use crate::transport::{Inbound, Transport};
+
+pub struct Accepted {
+    pub purge: Purge,
+    pub members_total: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("invalid purge: {0}")]
+    Invalid(#[from] purgecast_core::purge::PurgeError),
+    #[error("the purge could not be stored: {0}")]
+    Store(String),
+    #[error("node is shutting down")]
+    Stopped,
+}
+
+pub enum Command {
+    Purge { selectors: Vec<Selector>, mode: Mode, reply: oneshot::Sender<Result<Accepted, DriverError>> },
+    Status { id: PurgeId, reply: oneshot::Sender<Option<(PurgeStatus, Vec<Member>)>> },
+    Members { reply: oneshot::Sender<Vec<Member>> },
+}
+
+/// Cheap handle the API uses to reach the loop.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+    /// This node, as it announces itself.
+    pub me: Member,
+}
+
+impl Handle {
+    pub async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)
+    }
+}
+
+pub struct Driver {
+    engine: Engine,
+    transport: Transport,
+    apply: std_mpsc::Sender<Job>,
+    started: Instant,
+    waiting: HashMap<PurgeId, (oneshot::Sender<Result<Accepted, DriverError>>, Accepted)>,
+    seeds: Vec<String>,
+    next_join: Time,
+}
+
+pub struct Channels {
+    pub inbound: mpsc::Receiver<Inbound>,
+    pub done: mpsc::UnboundedReceiver<Done>,
+    pub commands: mpsc::Receiver<Command>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub fn command_channel(me: Member) -> (Handle, mpsc::Receiver<Command>) {
+    let (tx, rx) = mpsc::channel(4096);
+    (Handle { tx, me }, rx)
+}
+
+impl Driver {
+    pub fn new(
+        engine: Engine,
+        transport: Transport,
+        apply: std_mpsc::Sender<Job>,
+        started: Instant,
+        seeds: Vec<String>,
+    ) -> Driver {
+        Driver { engine, transport, apply, started, waiting: HashMap::new(), seeds, next_join: Time::ZERO }
+    }
+
+    fn now(&self) -> Time {
+        Time::from_micros(self.started.elapsed().as_micros() as u64)
+    }
+
+    pub async fn run(mut self, mut ch: Channels) {
+        loop {
+            let now = self.now();
+            let wake =
+                self.engine.poll_timeout().unwrap_or(now + std::time::Duration::from_secs(1)).min(self.next_join);
+            let sleep = tokio::time::sleep(wake.since(now));
+            tokio::select! {
+                Some(frame) = ch.inbound.recv() => self.on_frame(frame),
+                Some(done) = ch.done.recv() => self.on_done(done),
+                Some(cmd) = ch.commands.recv() => self.on_command(cmd),
+                _ = sleep => {}
+                _ = ch.shutdown.changed() => {
+                    self.engine.leave();
+                    self.drain();
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    return;
+                }
+            }
+            let now = self.now();
+            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+                self.engine.handle_timeout(now);
+            }
+            if now >= self.next_join {
+                self.join_if_alone(now);
+            }
+            self.drain();
+        }
+    }
+
+    /// Keeps knocking on the seeds while this node knows no other member.
+    fn join_if_alone(&mut self, now: Time) {
+        self.next_join = now + std::time::Duration::from_secs(1);
+        if self.engine.members().len() > 1 || self.seeds.is_empty() {
+            return;
+        }
+        let frame = Bytes::from(wire::encode(self.engine.id(), &self.engine.join_message()));
+        for seed in &self.seeds {
+            self.transport.send(seed, frame.clone());
+        }
+    }
+
+    fn on_frame(&mut self, frame: Inbound) {
+        let (from, msg) = match wire::decode(&frame.bytes) {
+            Ok(x) => x,
+            Err(e) => {
+                metrics::counter!("purgecast_peer_frames_malformed_total").increment(1);
+                tracing::warn!(peer = %frame.from_addr, error = %e, "dropped malformed frame");
+                return;
+            }
+        };
+        // The TLS certificate names the sender: a node may not speak for another.
+        if let Some(name) = &frame.peer_name {
+            if NodeId::from_name(name) != from {
+                metrics::counter!("purgecast_peer_frames_malformed_total").increment(1);
+                tracing::warn!(peer = %frame.from_addr, cert = %name, claimed = %from, "dropped frame: sender does not match its certificate");
+                return;
+            }
+        }
+        metrics::counter!("purgecast_peer_messages_received_total", "kind" => msg.kind()).increment(1);
+        metrics::counter!("purgecast_peer_bytes_received_total").increment(frame.bytes.len() as u64);
+        let now = self.now();
+        self.engine.handle_message(now, from, msg);
+    }
+
+    fn on_done(&mut self, done: Done) {
+        let now = self.now();
+        for (id, origin) in done.applied {
+            self.engine.applied(now, id, origin);
+            if let Some((reply, accepted)) = self.waiting.remove(&id) {
+                let _ = reply.send(Ok(accepted));
+            }
+        }
+        for (id, err) in done.failed {
+            if let Some((reply, _)) = self.waiting.remove(&id) {
+                let _ = reply.send(Err(DriverError::Store(err)));
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = self.now();
+        match cmd {
+            Command::Purge { selectors, mode, reply } => {
+                match self.engine.originate(now, selectors, mode, applier::now_ms()) {
+                    Ok(purge) => {
+                        metrics::counter!("purgecast_purges_accepted_total").increment(1);
+                        let members_total = self.engine.members().reachable_count();
+                        tracing::info!(id = %purge.id, seq = purge.seq, selectors = purge.selectors.len(), "purge accepted");
+                        self.waiting.insert(purge.id, (reply, Accepted { purge, members_total }));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::Status { id, reply } => {
+                let status = self.engine.status(id).map(|s| (s, self.engine.members().iter().cloned().collect()));
+                let _ = reply.send(status);
+            }
+            Command::Members { reply } => {
+                let _ = reply.send(self.engine.members().iter().cloned().collect());
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.engine.poll_output() {
+            match out {
+                Output::Send { to, msg } => {
+                    let Some(addr) = self.engine.members().get(to).map(|m| m.peer_addr.clone()) else {
+                        continue;
+                    };
+                    let bytes = wire::encode(self.engine.id(), &msg);
+                    metrics::counter!("purgecast_peer_messages_sent_total", "kind" => msg.kind()).increment(1);
+                    metrics::counter!("purgecast_peer_bytes_sent_total").increment(bytes.len() as u64);
+                    self.transport.send(&addr, Bytes::from(bytes));
+                }
+                Output::Apply { purge } => {
+                    let durable = self.waiting.contains_key(&purge.id);
+                    if self.apply.send(Job::Apply { purge, durable }).is_err() {
+                        tracing::error!("apply worker is gone");
+                    }
+                }
+                Output::Flush { stream, missed_through } => {
+                    let reason = format!("missed purges of stream {stream} up to seq {missed_through}");
+                    if self.apply.send(Job::Flush { reason }).is_err() {
+                        tracing::error!("apply worker is gone");
+                    }
+                }
+                Output::Event(e) => self.on_event(e),
+            }
+        }
+        let s = self.engine.stats();
+        metrics::counter!("purgecast_purge_duplicates_total").absolute(s.duplicates);
+        metrics::counter!("purgecast_purges_caught_up_total").absolute(s.caught_up);
+        metrics::counter!("purgecast_purges_received_total").absolute(s.received_new);
+        metrics::gauge!("purgecast_purges_retained").set(self.engine.retained() as f64);
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::MemberUp(m) => {
+                tracing::info!(member = %m.name, addr = %m.peer_addr, pop = %m.location.pop, "member up");
+            }
+            Event::MemberDown { member, state } => {
+                tracing::warn!(member = %member.name, state = state.as_str(), "member down");
+            }
+            Event::PurgeComplete { id, after } => {
+                metrics::histogram!("purgecast_purge_completion_seconds").record(after.as_secs_f64());
+                tracing::info!(%id, ms = after.as_secs_f64() * 1000.0, "purge complete on every live member");
+            }
+            Event::Rejected { from, kind, reason } => {
+                metrics::counter!("purgecast_peer_messages_rejected_total", "kind" => kind).increment(1);
+                tracing::warn!(peer = %from, kind, %reason, "rejected peer message");
+            }
+        }
+        let members = self.engine.members();
+        for state in [MemberState::Alive, MemberState::Suspect, MemberState::Dead, MemberState::Left] {
+            let n = members.iter().filter(|m| m.state == state).count();
+            metrics::gauge!("purgecast_members", "state" => state.as_str()).set(n as f64);
+        }
+    }
+}

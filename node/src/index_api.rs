@@ -1,0 +1,138 @@
+//! The index half of the API: how a cache server reports what it stores.
+
+use std::sync::Arc;
+
+use purgecast_proto::api::{self as pb, index_server::Index};
+use tonic::{Request, Response, Status};
+
+use crate::api::{MAX_LIST, MAX_PUT};
+use crate::store::{Entry, EntryInput, Store, StoreError};
+
+pub struct IndexService {
+    pub store: Arc<Store>,
+}
+
+fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::BadEntry { .. } | StoreError::TooManyTags { .. } | StoreError::BadQuery(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        other => {
+            tracing::error!(error = %other, "store error");
+            Status::internal(other.to_string())
+        }
+    }
+}
+
+/// Runs a blocking store call off the async workers.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Status> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| Status::internal(format!("store task failed: {e}")))?
+        .map_err(store_status)
+}
+
+fn entry_to_api(e: Entry) -> pb::Entry {
+    pb::Entry {
+        key: e.key,
+        tags: e.tags,
+        size: e.size,
+        stored_at_ms: e.stored_at_ms,
+        expires_at_ms: e.expires_at_ms,
+        stale: e.stale,
+        stale_since_ms: e.stale_since_ms,
+        host: e.host,
+        path: e.path,
+    }
+}
+
+fn need_filter(what: &str) -> Status {
+    Status::invalid_argument(format!("{what} needs a filter: host or tag"))
+}
+
+fn non_empty<'a>(field: &str, v: &'a str) -> Result<&'a str, Status> {
+    if v.is_empty() {
+        Err(Status::invalid_argument(format!("{field} must not be empty")))
+    } else {
+        Ok(v)
+    }
+}
+
+#[tonic::async_trait]
+impl Index for IndexService {
+    async fn put(&self, req: Request<pb::PutEntriesRequest>) -> Result<Response<pb::PutEntriesResponse>, Status> {
+        let entries = req.into_inner().entries;
+        if entries.is_empty() {
+            return Err(Status::invalid_argument("put needs at least one entry"));
+        }
+        if entries.len() > MAX_PUT {
+            return Err(Status::invalid_argument(format!("too many entries: {} (at most {MAX_PUT})", entries.len())));
+        }
+        let now = crate::applier::now_ms();
+        let inputs: Vec<EntryInput> = entries
+            .into_iter()
+            .map(|e| EntryInput {
+                key: e.key,
+                tags: e.tags,
+                size: e.size,
+                stored_at_ms: if e.stored_at_ms == 0 { now } else { e.stored_at_ms },
+                expires_at_ms: e.expires_at_ms,
+            })
+            .collect();
+        let stored = blocking(&self.store, move |s| s.put_entries(&inputs)).await?;
+        Ok(Response::new(pb::PutEntriesResponse { stored: stored as u32 }))
+    }
+
+    async fn get(&self, req: Request<pb::GetEntryRequest>) -> Result<Response<pb::GetEntryResponse>, Status> {
+        let key = non_empty("key", &req.get_ref().key)?.to_string();
+        let key =
+            purgecast_core::selector::parse_url(&key).map_err(|e| Status::invalid_argument(format!("key: {e}")))?.key;
+        let found = blocking(&self.store, move |s| s.get(&key)).await?;
+        Ok(Response::new(pb::GetEntryResponse { found: found.is_some(), entry: found.map(entry_to_api) }))
+    }
+
+    async fn list(&self, req: Request<pb::ListEntriesRequest>) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        use pb::list_entries_request::Filter;
+        let req = req.into_inner();
+        let limit = match req.limit {
+            0 => 1000,
+            n if n > MAX_LIST => return Err(Status::invalid_argument(format!("limit {n} exceeds {MAX_LIST}"))),
+            n => n,
+        } as usize;
+        let entries = match req.filter {
+            Some(Filter::Host(h)) => {
+                let h = purgecast_core::selector::normalize_host(&h)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                blocking(&self.store, move |s| s.list_by_host(&h, limit)).await?
+            }
+            Some(Filter::Tag(t)) => {
+                non_empty("tag", &t)?;
+                blocking(&self.store, move |s| s.list_by_tag(&t, limit)).await?
+            }
+            None => return Err(need_filter("list")),
+        };
+        Ok(Response::new(pb::ListEntriesResponse { entries: entries.into_iter().map(entry_to_api).collect() }))
+    }
+
+    async fn count(&self, req: Request<pb::CountEntriesRequest>) -> Result<Response<pb::CountEntriesResponse>, Status> {
+        use pb::count_entries_request::Filter;
+        let count = match req.into_inner().filter {
+            Some(Filter::Host(h)) => {
+                let h = purgecast_core::selector::normalize_host(&h)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                blocking(&self.store, move |s| s.count_by_host(&h)).await?
+            }
+            Some(Filter::Tag(t)) => {
+                non_empty("tag", &t)?;
+                blocking(&self.store, move |s| s.count_by_tag(&t)).await?
+            }
+            Some(Filter::All(true)) | None => self.store.count_all(),
+            Some(Filter::All(false)) => return Err(need_filter("count")),
+        };
+        Ok(Response::new(pb::CountEntriesResponse { count }))
+    }
+}

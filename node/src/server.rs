@@ -1,0 +1,177 @@
+//! Starting a node: store, transport, engine, apply worker, gRPC and
+//! metrics servers, wired together; and stopping it cleanly.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use purgecast_core::{Engine, Location, Member, MemberState, NodeId, Time};
+use purgecast_proto::api::index_server::IndexServer;
+use purgecast_proto::api::purger_server::PurgerServer;
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Status};
+
+use crate::api::PurgerService;
+use crate::config::{ConfigError, NodeConfig};
+use crate::driver::{self, Channels, Driver};
+use crate::index_api::IndexService;
+use crate::metrics::{self as node_metrics, Health};
+use crate::store::{Store, StoreOptions};
+use crate::transport::{Transport, TransportOptions};
+use crate::{applier, tls, wan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("transport: {0}")]
+    Transport(#[from] crate::transport::TransportError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] node_metrics::MetricsError),
+    #[error("wan emulation: {0}")]
+    Wan(#[from] wan::WanError),
+    #[error("grpc server: {0}")]
+    Grpc(String),
+}
+
+/// Runs a node until `shutdown` turns true.
+pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
+    cfg.validate()?;
+    let protocol = cfg.protocol_config()?;
+    let started = Instant::now();
+    let prometheus = node_metrics::install()?;
+    let health = Health::default();
+    node_metrics::serve(cfg.listen_metrics, prometheus, health.clone()).await?;
+
+    let store = Arc::new(Store::open(&cfg.data_dir.join("index"), StoreOptions::default())?);
+    let epoch = store.next_boot_epoch()?;
+    flush_if_down_too_long(&store, protocol.retention)?;
+    let identity = tls::load_identity(&cfg.tls.cert, &cfg.tls.key, &cfg.tls.ca)?;
+    let wan_handle = match &cfg.wan_emulation {
+        Some(path) => {
+            let handle = wan::WanHandle::new(wan::WanConfig::load(path).await?);
+            wan::spawn_reloader(path.clone(), handle.clone());
+            tracing::warn!(file = %path.display(), "WAN emulation is ON: peer traffic is delayed/dropped on purpose");
+            Some(handle)
+        }
+        None => None,
+    };
+    let (transport, inbound) =
+        Transport::bind(cfg.listen_peer, &identity, TransportOptions::default(), wan_handle).await?;
+
+    let me = Member {
+        id: NodeId::from_name(&cfg.name),
+        name: cfg.name.clone(),
+        peer_addr: cfg.advertise(),
+        api_addr: cfg.listen_api.to_string(),
+        location: Location { pop: cfg.pop.clone(), region: cfg.region.clone() },
+        incarnation: 0,
+        state: MemberState::Alive,
+    };
+    let seed = rand::random::<u64>() ^ me.id.0 ^ epoch;
+    let mut engine = Engine::new(protocol.clone(), me.clone(), epoch, seed, Time::ZERO);
+    let restored = restore(&store, &mut engine)?;
+    tracing::info!(node = %cfg.name, id = %me.id, epoch, restored, entries = store.count_all(), "node starting");
+
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let apply = applier::spawn(store.clone(), protocol.retention, done_tx);
+    let (handle, commands) = driver::command_channel(me.clone());
+    let driver = Driver::new(engine, transport.clone(), apply, started, cfg.seeds.clone());
+    let channels = Channels { inbound, done: done_rx, commands, shutdown: shutdown.clone() };
+    let driver_task = tokio::spawn(driver.run(channels));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<PurgerServer<PurgerService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(purgecast_proto::api::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| NodeError::Grpc(e.to_string()))?;
+    let auth = Auth(Arc::new(cfg.api_tokens.clone()));
+    let purger = PurgerServer::with_interceptor(PurgerService { driver: handle }, auth.clone());
+    let index = IndexServer::with_interceptor(IndexService { store: store.clone() }, auth);
+    let mut stop = shutdown.clone();
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(purger)
+        .add_service(index)
+        .serve_with_shutdown(cfg.listen_api, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+    health.set_ready(true);
+    tracing::info!(api = %cfg.listen_api, peer = %cfg.listen_peer, metrics = %cfg.listen_metrics, "node ready");
+    let served = grpc.await;
+    health.set_ready(false);
+    let _ = shutdown.wait_for(|s| *s).await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), driver_task).await;
+    transport.close().await;
+    served.map_err(|e| NodeError::Grpc(e.to_string()))
+}
+
+/// Re-teaches the engine what this node applied before it stopped, so it
+/// neither applies those purges again nor asks peers for them. Engine time
+/// starts at zero with this process: restored purges count as seen at zero
+/// (the store prunes its log by wall-clock age independently).
+fn restore(store: &Store, engine: &mut Engine) -> Result<usize, NodeError> {
+    let purges = store.applied_purges()?;
+    for (purge, _) in &purges {
+        engine.restore(Time::ZERO, purge);
+    }
+    Ok(purges.len())
+}
+
+/// A node that was down longer than the retention window may have missed
+/// purges that no peer can send it any more, and peers may even have
+/// forgotten the streams they came in: it cannot know what it missed, so it
+/// starts empty rather than serve what should have been purged.
+fn flush_if_down_too_long(store: &Store, retention: Duration) -> Result<(), NodeError> {
+    let Some(raw) = store.get_meta(applier::LAST_ALIVE)? else { return Ok(()) };
+    let last = raw.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
+    let down = Duration::from_millis(applier::now_ms().saturating_sub(last));
+    if down > retention {
+        let removed = store.flush_index()?;
+        metrics::counter!("purgecast_flushes_total").increment(1);
+        tracing::error!(
+            down_secs = down.as_secs(),
+            retention_secs = retention.as_secs(),
+            removed,
+            "FLUSHED the whole local index: this node was down longer than the purge retention window"
+        );
+    }
+    Ok(())
+}
+
+/// Bearer-token check on every API call; no tokens configured = open.
+#[derive(Clone)]
+struct Auth(Arc<Vec<String>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        if self.0.is_empty() {
+            return Ok(req);
+        }
+        let presented = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("missing bearer token (authorization: Bearer <token>)"))?;
+        if self.0.iter().any(|t| constant_time_eq(t.as_bytes(), presented.as_bytes())) {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated("invalid bearer token"))
+        }
+    }
+}
+
+/// Compares without an early exit, so response time does not reveal how
+/// much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,245 @@
+//! Applying purges: each selector kind, hard and soft, and many purges in
+//! one atomic batch together with their log records.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+
+use purgecast_core::{Mode, Purge, Selector};
+use rocksdb::WriteBatch;
+
+use super::codec::{self, Range};
+use super::entries::delete_entry;
+use super::scan::Cfs;
+use super::*;
+
+/// What one purge did to this node's index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ApplyOutcome {
+    /// Distinct entries the purge matched.
+    pub matched: u64,
+    /// Entries deleted (hard purges).
+    pub removed: u64,
+    /// Entries that were fresh and are now stale (soft purges). Entries
+    /// already stale are matched but not counted again.
+    pub marked_stale: u64,
+}
+
+/// A hard purge removing fewer entries than this leaves its tombstones to
+/// deletion-triggered compaction rather than queueing a manual one.
+const COMPACT_MIN_REMOVED: u64 = 64;
+
+/// Builds one WriteBatch for a run of purges. The database does not show
+/// the batch's own changes until it is written, so later purges of the same
+/// batch read entries through `overlay`: an entry deleted by an earlier
+/// purge is neither matched nor deleted again, which keeps counts exact.
+struct Builder<'s> {
+    store: &'s Store,
+    cfs: Cfs<'s>,
+    batch: WriteBatch,
+    /// Key -> the entry as the batch leaves it (None = deleted).
+    overlay: BTreeMap<Vec<u8>, Option<Entry>>,
+    /// An earlier purge deleted everything: only `overlay` rows exist.
+    wiped: bool,
+    count: u64,
+    dirty: Vec<(&'static str, Option<Range>)>,
+}
+
+/// Per-purge bookkeeping.
+struct Run<'p> {
+    purge: &'p Purge,
+    out: ApplyOutcome,
+    /// Keys already matched, for soft purges with several selectors (a hard
+    /// purge's deletions already show in the overlay).
+    seen: Option<BTreeSet<Vec<u8>>>,
+    /// Smallest range covering the entry keys this selector deleted.
+    span: Option<Range>,
+}
+
+impl<'s> Builder<'s> {
+    fn new(store: &'s Store) -> Result<Self> {
+        Ok(Builder {
+            store,
+            cfs: store.cfs()?,
+            batch: WriteBatch::default(),
+            overlay: BTreeMap::new(),
+            wiped: false,
+            count: store.count_all(),
+            dirty: Vec::new(),
+        })
+    }
+
+    /// Current state of entries, seen through the batch built so far.
+    fn resolve(&self, keys: Vec<Vec<u8>>) -> Result<Vec<(Vec<u8>, Option<Entry>)>> {
+        let (known, unknown): (Vec<_>, Vec<_>) =
+            keys.into_iter().partition(|k| self.wiped || self.overlay.contains_key(k));
+        let mut out: Vec<(Vec<u8>, Option<Entry>)> = known
+            .into_iter()
+            .map(|k| {
+                let e = self.overlay.get(&k).cloned().flatten();
+                (k, e)
+            })
+            .collect();
+        let fetched = match unknown.as_slice() {
+            [] => Vec::new(),
+            [one] => vec![self.store.fetch_entry(one)?],
+            many => self.store.fetch_entries(many)?,
+        };
+        out.extend(unknown.into_iter().zip(fetched));
+        Ok(out)
+    }
+
+    fn visit(&mut self, run: &mut Run<'_>, key: Vec<u8>, entry: Option<Entry>) {
+        let Some(mut e) = entry else { return };
+        if let Some(seen) = &mut run.seen {
+            if !seen.insert(key.clone()) {
+                return;
+            }
+        }
+        run.out.matched += 1;
+        match run.purge.mode {
+            Mode::Hard => {
+                delete_entry(&mut self.batch, &self.cfs, &e);
+                let point = codec::point(&key);
+                run.span = Some(match run.span.take() {
+                    Some(s) => s.span(&point),
+                    None => point,
+                });
+                self.overlay.insert(key, None);
+                self.count = self.count.saturating_sub(1);
+                run.out.removed += 1;
+            }
+            Mode::Soft => {
+                let fresh = !e.stale;
+                // Keep the earliest stale-since: purges can arrive out of order.
+                if fresh || e.stale_since_ms > run.purge.issued_at_ms {
+                    e.stale = true;
+                    e.stale_since_ms = run.purge.issued_at_ms;
+                    self.batch.put_cf(self.cfs.entries, &key, codec::encode_entry(&e));
+                    self.overlay.insert(key, Some(e));
+                }
+                if fresh {
+                    run.out.marked_stale += 1;
+                }
+            }
+        }
+    }
+
+    /// Matches the entries named by the index rows of `range`.
+    fn index_scan(&mut self, run: &mut Run<'_>, cf: &'static str, range: Range, fields: usize) -> Result<()> {
+        if self.wiped {
+            return Ok(());
+        }
+        let keys = self.store.scan_keys(self.store.cf(cf)?, &range, u64::MAX, fields)?;
+        let before = run.out.removed;
+        for (k, e) in self.resolve(keys)? {
+            self.visit(run, k, e);
+        }
+        if run.out.removed - before >= COMPACT_MIN_REMOVED {
+            self.dirty.push((cf, Some(range)));
+        }
+        Ok(())
+    }
+
+    fn everything(&mut self, run: &mut Run<'_>) -> Result<()> {
+        if run.purge.mode == Mode::Hard {
+            run.out.matched += self.count;
+            run.out.removed += self.count;
+            self.count = 0;
+            let all = Range::all();
+            for (name, cf) in
+                [(CF_ENTRIES, self.cfs.entries), (CF_BY_HOST, self.cfs.by_host), (CF_BY_TAG, self.cfs.by_tag)]
+            {
+                self.batch.delete_range_cf(cf, &all.lower, &all.upper);
+                self.dirty.push((name, None));
+            }
+            self.wiped = true;
+            self.overlay.clear();
+            return Ok(());
+        }
+        if self.wiped {
+            return Ok(());
+        }
+        let store = self.store;
+        let entries = self.cfs.entries;
+        store.for_each_row(entries, &Range::all(), u64::MAX, |k, v| {
+            let e = match self.overlay.get(k) {
+                Some(known) => known.clone(),
+                None => Some(codec::decode_entry(k, v).map_err(corrupt("entry"))?),
+            };
+            self.visit(run, k.to_vec(), e);
+            Ok(true)
+        })
+    }
+
+    fn apply(&mut self, purge: &Purge, applied_at_ms: u64) -> Result<ApplyOutcome> {
+        let everything = [Selector::Everything];
+        // Everything subsumes the other selectors of its purge.
+        let selectors =
+            if purge.selectors.contains(&Selector::Everything) { &everything[..] } else { &purge.selectors[..] };
+        let several_soft = purge.mode == Mode::Soft && selectors.len() > 1;
+        let mut run = Run { purge, out: ApplyOutcome::default(), seen: several_soft.then(BTreeSet::new), span: None };
+        for sel in selectors {
+            match sel {
+                Selector::Url(u) => {
+                    let key = u.as_bytes().to_vec();
+                    let e = if self.wiped || self.overlay.contains_key(&key) {
+                        self.overlay.get(&key).cloned().flatten()
+                    } else {
+                        self.store.fetch_entry(&key)?
+                    };
+                    self.visit(&mut run, key, e);
+                }
+                Selector::Host(h) => self.index_scan(&mut run, CF_BY_HOST, Range::host(h), 2)?,
+                Selector::Prefix { host, path_prefix } => {
+                    self.index_scan(&mut run, CF_BY_HOST, Range::host_path(host, path_prefix), 2)?
+                }
+                Selector::Tag(t) => self.index_scan(&mut run, CF_BY_TAG, Range::tag(t), 1)?,
+                Selector::Everything => self.everything(&mut run)?,
+            }
+        }
+        if run.out.removed >= COMPACT_MIN_REMOVED && !self.wiped {
+            if let Some(span) = run.span.take() {
+                self.dirty.push((CF_ENTRIES, Some(span)));
+            }
+        }
+        self.batch.put_cf(self.cfs.purges, codec::purge_key(purge), codec::encode_purge_record(purge, applied_at_ms));
+        Ok(run.out)
+    }
+
+    fn commit(mut self) -> Result<()> {
+        self.batch.put_cf(self.cfs.meta, META_COUNT, codec::encode_u64(self.count));
+        let store = self.store;
+        store.db.write_opt(self.batch, &store.write_opts(store.opts.sync))?;
+        store.count.store(self.count, Ordering::Release);
+        store.mark_dirty(self.dirty);
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Applies one purge and records it in the purge log, atomically.
+    /// Applying a purge again is harmless (it matches what is left).
+    pub fn apply_purge(&self, purge: &Purge, applied_at_ms: u64) -> Result<ApplyOutcome> {
+        let mut outcomes = self.apply_each(std::iter::once((purge, applied_at_ms)))?;
+        Ok(outcomes.pop().unwrap_or_default())
+    }
+
+    /// Applies many purges, in order, in one atomic write (one fsync when
+    /// `sync` is set). Returns one outcome per purge.
+    pub fn apply_purges(&self, purges: &[(Purge, u64)]) -> Result<Vec<ApplyOutcome>> {
+        self.apply_each(purges.iter().map(|(p, at)| (p, *at)))
+    }
+
+    fn apply_each<'p>(&self, purges: impl Iterator<Item = (&'p Purge, u64)>) -> Result<Vec<ApplyOutcome>> {
+        let _w = self.lock_writer();
+        let mut b = Builder::new(self)?;
+        let mut outcomes = Vec::new();
+        for (purge, at) in purges {
+            outcomes.push(b.apply(purge, at)?);
+        }
+        if !outcomes.is_empty() {
+            b.commit()?;
+        }
+        Ok(outcomes)
+    }
+}

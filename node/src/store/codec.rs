@@ -1,0 +1,309 @@
+//! Byte layouts of every key and value the store writes.
+//!
+//! Values start with a format byte so a later build can read old rows or
+//! refuse them with a clear error instead of misreading them. Index keys are
+//! `component \0 component \0 ...`: selector validation rejects control
+//! characters in hosts, paths and tags, so `\0` never occurs inside one, and
+//! `"a.com\0"` can never be a prefix of `"a.com:8080\0"`.
+
+use prost::Message as _;
+use purgecast_core::wire::{purge_from, purge_to};
+use purgecast_core::Purge;
+use purgecast_proto::wire as pb;
+
+use super::Entry;
+
+/// Format byte of every value this build writes.
+pub(crate) const VALUE_V1: u8 = 1;
+const SEP: u8 = 0;
+
+/// Above every key the store writes: keys are UTF-8 text (which never
+/// contains 0xff) or 24-byte purge-log keys (shorter than this).
+const TOP: [u8; 25] = [0xff; 25];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+pub enum CodecError {
+    #[error("empty value")]
+    Empty,
+    #[error("unknown value format {0} (this build reads format {VALUE_V1})")]
+    Format(u8),
+    #[error("undecodable value: {0}")]
+    Decode(String),
+    #[error("key is not UTF-8")]
+    Utf8,
+    #[error("malformed key of {0} bytes")]
+    Key(usize),
+    #[error("stored purge is invalid: {0}")]
+    Purge(String),
+    #[error("purge log record has no purge")]
+    NoPurge,
+}
+
+/// Everything of an entry except its key, which is the row key.
+///
+/// Host and path are stored even though they derive from the key: deleting
+/// an entry must remove exactly the index rows written for it, even if URL
+/// normalisation changes in a later build.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EntryRecord {
+    #[prost(string, tag = "1")]
+    host: String,
+    #[prost(string, tag = "2")]
+    path: String,
+    #[prost(string, repeated, tag = "3")]
+    tags: Vec<String>,
+    #[prost(uint64, tag = "4")]
+    size: u64,
+    #[prost(uint64, tag = "5")]
+    stored_at_ms: u64,
+    #[prost(uint64, tag = "6")]
+    expires_at_ms: u64,
+    #[prost(bool, tag = "7")]
+    stale: bool,
+    #[prost(uint64, tag = "8")]
+    stale_since_ms: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PurgeRecord {
+    #[prost(message, optional, tag = "1")]
+    purge: Option<pb::Purge>,
+    #[prost(uint64, tag = "2")]
+    applied_at_ms: u64,
+}
+
+fn versioned(body: impl prost::Message) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + body.encoded_len());
+    out.push(VALUE_V1);
+    body.encode_raw(&mut out);
+    out
+}
+
+fn unversioned(value: &[u8]) -> Result<&[u8], CodecError> {
+    match value.split_first() {
+        None => Err(CodecError::Empty),
+        Some((&VALUE_V1, body)) => Ok(body),
+        Some((v, _)) => Err(CodecError::Format(*v)),
+    }
+}
+
+pub(crate) fn encode_entry(e: &Entry) -> Vec<u8> {
+    versioned(EntryRecord {
+        host: e.host.clone(),
+        path: e.path.clone(),
+        tags: e.tags.clone(),
+        size: e.size,
+        stored_at_ms: e.stored_at_ms,
+        expires_at_ms: e.expires_at_ms,
+        stale: e.stale,
+        stale_since_ms: e.stale_since_ms,
+    })
+}
+
+pub(crate) fn decode_entry(key: &[u8], value: &[u8]) -> Result<Entry, CodecError> {
+    let key = std::str::from_utf8(key).map_err(|_| CodecError::Utf8)?.to_string();
+    let r = EntryRecord::decode(unversioned(value)?).map_err(|e| CodecError::Decode(e.to_string()))?;
+    Ok(Entry {
+        key,
+        host: r.host,
+        path: r.path,
+        tags: r.tags,
+        size: r.size,
+        stored_at_ms: r.stored_at_ms,
+        expires_at_ms: r.expires_at_ms,
+        stale: r.stale,
+        stale_since_ms: r.stale_since_ms,
+    })
+}
+
+pub(crate) fn encode_purge_record(p: &Purge, applied_at_ms: u64) -> Vec<u8> {
+    versioned(PurgeRecord { purge: Some(purge_to(p)), applied_at_ms })
+}
+
+pub(crate) fn decode_purge_record(value: &[u8]) -> Result<(Purge, u64), CodecError> {
+    let r = PurgeRecord::decode(unversioned(value)?).map_err(|e| CodecError::Decode(e.to_string()))?;
+    let purge = purge_from(r.purge.ok_or(CodecError::NoPurge)?).map_err(|e| CodecError::Purge(e.to_string()))?;
+    Ok((purge, r.applied_at_ms))
+}
+
+/// Big-endian, so the log iterates in (origin, epoch, seq) order.
+pub(crate) fn purge_key(p: &Purge) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&p.stream.origin.0.to_be_bytes());
+    k[8..16].copy_from_slice(&p.stream.epoch.to_be_bytes());
+    k[16..].copy_from_slice(&p.seq.to_be_bytes());
+    k
+}
+
+pub(crate) fn encode_u64(v: u64) -> [u8; 8] {
+    v.to_be_bytes()
+}
+
+pub(crate) fn decode_u64(value: &[u8]) -> Result<u64, CodecError> {
+    let arr: [u8; 8] = value.try_into().map_err(|_| CodecError::Key(value.len()))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+fn join(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(SEP);
+        }
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+pub(crate) fn host_row(host: &str, path: &str, key: &str) -> Vec<u8> {
+    join(&[host.as_bytes(), path.as_bytes(), key.as_bytes()])
+}
+
+pub(crate) fn tag_row(tag: &str, key: &str) -> Vec<u8> {
+    join(&[tag.as_bytes(), key.as_bytes()])
+}
+
+/// The entry key at the end of an index row that has `fields` components
+/// before it (2 in by_host, 1 in by_tag).
+pub(crate) fn row_entry_key(row: &[u8], fields: usize) -> Result<&[u8], CodecError> {
+    row.splitn(fields + 1, |b| *b == SEP).nth(fields).ok_or(CodecError::Key(row.len()))
+}
+
+/// A half-open key range `[lower, upper)`: the explicit bounds every
+/// iterator and range deletion in the store uses.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Range {
+    pub lower: Vec<u8>,
+    pub upper: Vec<u8>,
+}
+
+impl Range {
+    /// Every key the store can write.
+    pub fn all() -> Range {
+        Range { lower: Vec::new(), upper: TOP.to_vec() }
+    }
+
+    /// Keys starting with `prefix`.
+    pub fn prefix(prefix: Vec<u8>) -> Range {
+        // Prefixes are built from text, so a successor exists; an empty
+        // range is the safe answer should one ever not.
+        let upper = successor(&prefix).unwrap_or_else(|| prefix.clone());
+        Range { lower: prefix, upper }
+    }
+
+    pub fn host(host: &str) -> Range {
+        Range::prefix(join(&[host.as_bytes(), b""]))
+    }
+
+    pub fn host_path(host: &str, path_prefix: &str) -> Range {
+        Range::prefix(join(&[host.as_bytes(), path_prefix.as_bytes()]))
+    }
+
+    pub fn tag(tag: &str) -> Range {
+        Range::prefix(join(&[tag.as_bytes(), b""]))
+    }
+
+    /// From `lower` (inclusive) to the end of the key space.
+    pub fn from(lower: Vec<u8>) -> Range {
+        Range { lower, upper: TOP.to_vec() }
+    }
+
+    /// The smallest range covering both.
+    pub fn span(&self, other: &Range) -> Range {
+        Range { lower: self.lower.clone().min(other.lower.clone()), upper: self.upper.clone().max(other.upper.clone()) }
+    }
+
+    pub fn overlaps_or_touches(&self, other: &Range) -> bool {
+        self.lower <= other.upper && other.lower <= self.upper
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut s = prefix.to_vec();
+    while let Some(last) = s.pop() {
+        if last < 0xff {
+            s.push(last + 1);
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// Half-open range holding exactly one key.
+pub(crate) fn point(key: &[u8]) -> Range {
+    let mut upper = key.to_vec();
+    upper.push(0);
+    Range { lower: key.to_vec(), upper }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use purgecast_core::{Mode, NodeId, PurgeId, Selector, StreamId};
+
+    fn entry() -> Entry {
+        Entry {
+            key: "https://a.com/x?q".into(),
+            host: "a.com".into(),
+            path: "/x?q".into(),
+            tags: vec!["t1".into(), "t2".into()],
+            size: 10,
+            stored_at_ms: 5,
+            expires_at_ms: 0,
+            stale: true,
+            stale_since_ms: 7,
+        }
+    }
+
+    #[test]
+    fn entries_and_purges_round_trip() {
+        let e = entry();
+        let bytes = encode_entry(&e);
+        assert_eq!(bytes[0], VALUE_V1);
+        assert_eq!(decode_entry(e.key.as_bytes(), &bytes), Ok(e));
+        let p = Purge {
+            id: PurgeId(99),
+            stream: StreamId { origin: NodeId(u64::MAX), epoch: 2 },
+            seq: 3,
+            selectors: vec![Selector::Everything, Selector::tag("x").unwrap()],
+            mode: Mode::Soft,
+            issued_at_ms: 11,
+        };
+        assert_eq!(decode_purge_record(&encode_purge_record(&p, 12)), Ok((p.clone(), 12)));
+        assert!(purge_key(&p).as_slice() < TOP.as_slice());
+    }
+
+    #[test]
+    fn bad_values_are_typed_errors() {
+        assert_eq!(decode_entry(b"k", &[]), Err(CodecError::Empty));
+        assert_eq!(decode_entry(b"k", &[9, 1]), Err(CodecError::Format(9)));
+        assert!(matches!(decode_entry(b"k", &[VALUE_V1, 0xff, 0xff]), Err(CodecError::Decode(_))));
+        assert_eq!(decode_entry(&[0xc3], &encode_entry(&entry())), Err(CodecError::Utf8));
+        assert_eq!(decode_purge_record(&[VALUE_V1]), Err(CodecError::NoPurge));
+        assert_eq!(decode_u64(&[1, 2]), Err(CodecError::Key(2)));
+    }
+
+    #[test]
+    fn index_rows_split_back_into_entry_keys() {
+        let row = host_row("a.com", "/p", "https://a.com/p");
+        assert_eq!(row_entry_key(&row, 2), Ok(b"https://a.com/p".as_slice()));
+        assert_eq!(row_entry_key(&tag_row("t", "http://b/"), 1), Ok(b"http://b/".as_slice()));
+        assert_eq!(row_entry_key(b"no-separator", 1), Err(CodecError::Key(12)));
+    }
+
+    #[test]
+    fn ranges_hold_exactly_their_prefix() {
+        let r = Range::host("a.com");
+        let inside = host_row("a.com", "/", "k");
+        let other_port = host_row("a.com:8080", "/", "k");
+        assert!(r.lower <= inside && inside < r.upper);
+        assert!(!(r.lower <= other_port && other_port < r.upper));
+        let p = Range::host_path("a.com", "/st");
+        assert!(p.lower <= host_row("a.com", "/static", "k") && host_row("a.com", "/static", "k") < p.upper);
+        assert!(host_row("a.com", "/su", "k") >= p.upper);
+        assert_eq!(successor(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(successor(&[0xff]), None);
+        assert_eq!(Range::prefix(vec![0xff]).upper, vec![0xff]);
+    }
+}

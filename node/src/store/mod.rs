@@ -1,0 +1,209 @@
+//! RocksDB-backed cache index, purge log and node metadata.
+//!
+//! Column families:
+//! - `entries`: cache key (normalised URL) -> [`Entry`] fields.
+//! - `by_host`: `host \0 path \0 key` -> empty; host and prefix purges are
+//!   range scans.
+//! - `by_tag`: `tag \0 key` -> empty.
+//! - `purges`: applied-purge log, `origin | epoch | seq` (u64 BE each) ->
+//!   the purge and when it was applied, to restore the engine on restart.
+//! - `meta`: entry counter, boot epoch, format version, small node values.
+//!
+//! Every change to an entry changes its index rows and the entry counter in
+//! the same `WriteBatch`, and a purge's effects and its log record are one
+//! batch too, so after a crash the log never claims a purge the index does
+//! not reflect (or the reverse).
+//!
+//! Expiry is a read-time view: [`Store::get`] hides an entry whose
+//! `expires_at_ms` (0 = never) has passed, while lists, counts and purges
+//! see every stored entry until [`Store::remove_expired`] sweeps it out.
+//!
+//! Writers (puts, purges, sweeps) are serialised by one mutex because each
+//! reads before it writes; readers never take it.
+
+mod apply;
+mod codec;
+mod compact;
+mod entries;
+mod log;
+mod open;
+mod scan;
+
+#[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_durable;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use purgecast_core::SelectorError;
+use rocksdb::{ColumnFamily, WriteOptions, DB};
+
+pub use apply::ApplyOutcome;
+pub use codec::CodecError;
+pub use entries::{EntryInput, IndexStats, MAX_TAGS};
+
+use compact::Dirty;
+
+/// Format of the whole database; bumped when a layout changes incompatibly.
+pub const FORMAT_VERSION: u64 = 1;
+
+const CF_ENTRIES: &str = "entries";
+const CF_BY_HOST: &str = "by_host";
+const CF_BY_TAG: &str = "by_tag";
+const CF_PURGES: &str = "purges";
+const CF_META: &str = "meta";
+
+const META_FORMAT: &[u8] = b"s/format";
+const META_COUNT: &[u8] = b"s/entry_count";
+const META_BOOT: &[u8] = b"s/boot_epoch";
+/// Callers' keys live under their own prefix so they cannot clobber ours.
+const META_USER: &[u8] = b"u/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("rocksdb: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error("column family {0} is missing")]
+    MissingCf(&'static str),
+    #[error("database format {found} is not supported (this build reads format {FORMAT_VERSION})")]
+    Format { found: u64 },
+    #[error("corrupt {what}: {source}")]
+    Corrupt { what: &'static str, source: CodecError },
+    #[error("entry {index}: {source}")]
+    BadEntry { index: usize, source: SelectorError },
+    #[error("entry {index} has {count} tags (at most {MAX_TAGS})")]
+    TooManyTags { index: usize, count: usize },
+    #[error("{0}")]
+    BadQuery(SelectorError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+pub(crate) fn corrupt(what: &'static str) -> impl Fn(CodecError) -> StoreError {
+    move |source| StoreError::Corrupt { what, source }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// fsync purge writes (and `flush_index`) before returning. A purge this
+    /// node accepted must survive power loss, since it has told the client
+    /// so; without sync a crash of the process still loses nothing, an OS
+    /// crash may lose the last writes.
+    pub sync: bool,
+    /// Block cache shared by all column families.
+    pub block_cache_bytes: usize,
+    /// Memtable size of the entries and index column families.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { sync: true, block_cache_bytes: 64 << 20, write_buffer_bytes: 32 << 20 }
+    }
+}
+
+/// One cached object, as the index knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Normalised URL.
+    pub key: String,
+    pub host: String,
+    /// Path with query, starting with '/'.
+    pub path: String,
+    /// Sorted, without duplicates.
+    pub tags: Vec<String>,
+    pub size: u64,
+    pub stored_at_ms: u64,
+    /// Unix ms; 0 = never.
+    pub expires_at_ms: u64,
+    /// Set by a soft purge: serve only after revalidation.
+    pub stale: bool,
+    pub stale_since_ms: u64,
+}
+
+impl Entry {
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms != 0 && self.expires_at_ms <= now_ms
+    }
+}
+
+/// State only writers touch, behind `Store::writer`.
+#[derive(Debug, Default)]
+struct Writer {
+    /// Where the next expiry sweep resumes.
+    expiry_cursor: Option<Vec<u8>>,
+}
+
+pub struct Store {
+    db: DB,
+    opts: StoreOptions,
+    writer: Mutex<Writer>,
+    /// Exact number of entries; persisted in `meta` by every batch that
+    /// changes it, mirrored here for lock-free reads.
+    count: AtomicU64,
+    dirty: Mutex<Dirty>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.db.path()).field("entries", &self.count_all()).finish()
+    }
+}
+
+impl Store {
+    fn cf(&self, name: &'static str) -> Result<&ColumnFamily> {
+        self.db.cf_handle(name).ok_or(StoreError::MissingCf(name))
+    }
+
+    /// A panic while holding the lock cannot leave the in-memory state
+    /// inconsistent with the database: it is only updated after a write
+    /// succeeds. So a poisoned lock is safe to keep using.
+    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_opts(&self, sync: bool) -> WriteOptions {
+        let mut w = WriteOptions::default();
+        w.set_sync(sync);
+        w
+    }
+
+    /// Number of stored entries (expired ones included until swept). Exact.
+    pub fn count_all(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Increments and durably records the boot counter; the first call on a
+    /// new store returns 1. The node uses it as the epoch of its purge
+    /// stream, so it must never repeat, hence the synced write.
+    pub fn next_boot_epoch(&self) -> Result<u64> {
+        let _w = self.lock_writer();
+        let meta = self.cf(CF_META)?;
+        let current = match self.db.get_pinned_cf(meta, META_BOOT)? {
+            Some(v) => codec::decode_u64(&v).map_err(corrupt("boot epoch"))?,
+            None => 0,
+        };
+        let next = current.saturating_add(1);
+        self.db.put_cf_opt(meta, META_BOOT, codec::encode_u64(next), &self.write_opts(true))?;
+        Ok(next)
+    }
+
+    /// A small value stored by the node (e.g. its identity), or None.
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_META)?, user_meta_key(key))?)
+    }
+
+    /// Durably stores a small node value.
+    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.db.put_cf_opt(self.cf(CF_META)?, user_meta_key(key), value, &self.write_opts(true))?;
+        Ok(())
+    }
+}
+
+fn user_meta_key(key: &str) -> Vec<u8> {
+    [META_USER, key.as_bytes()].concat()
+}

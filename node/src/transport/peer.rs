@@ -1,0 +1,267 @@
+//! Outgoing side: one task per peer address drains its queue over a
+//! persistent connection, redialing with backoff when it breaks.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{Connection, SendStream, VarInt, WriteError};
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+
+use super::stats::Counter;
+use super::{recv, PeerQueue, Shared};
+
+pub(super) fn spawn(shared: Arc<Shared>, addr: String) -> PeerQueue {
+    let (tx, rx) = mpsc::channel(shared.opts.queue_frames);
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let id = shared.next_peer_id.fetch_add(1, Ordering::Relaxed);
+    let runtime = shared.runtime.clone();
+    let peer = Peer {
+        shared,
+        addr,
+        id,
+        rx,
+        queued: queued_bytes.clone(),
+        conn: None,
+        last: None,
+        failures: 0,
+        retry_at: None,
+    };
+    PeerQueue { id, tx, queued_bytes, task: runtime.spawn(peer.run()) }
+}
+
+struct Peer {
+    shared: Arc<Shared>,
+    addr: String,
+    id: u64,
+    rx: mpsc::Receiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+    conn: Option<Connection>,
+    /// The most recent stream, awaited at shutdown so queued frames are not
+    /// cut off by the connection close.
+    last: Option<SendStream>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnectFail {
+    #[error("address must be host:port")]
+    BadAddress,
+    #[error("cannot resolve: {0}")]
+    Resolve(std::io::Error),
+    #[error("resolves to no address of the endpoint's family")]
+    NoAddress,
+    #[error(transparent)]
+    Connect(#[from] quinn::ConnectError),
+    #[error("handshake: {0}")]
+    Handshake(#[from] quinn::ConnectionError),
+    #[error("timed out")]
+    Timeout,
+}
+
+enum WriteFail {
+    /// The peer stopped the stream: it refused this frame, the connection is fine.
+    Refused(VarInt),
+    Timeout,
+    Lost(String),
+}
+
+impl Peer {
+    async fn run(mut self) {
+        loop {
+            let frame = match timeout(self.shared.opts.peer_idle, self.rx.recv()).await {
+                Ok(Some(frame)) => frame,
+                // The transport is closing and the queue is drained.
+                Ok(None) => break,
+                Err(_) if self.retire() => break,
+                Err(_) => continue,
+            };
+            self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+            self.deliver(frame).await;
+        }
+        if let Some(stream) = self.last.take() {
+            let _ = timeout(self.shared.opts.close_timeout, stream.stopped()).await;
+        }
+        if let Some(conn) = self.conn.take() {
+            conn.close(VarInt::from_u32(0), b"bye");
+        }
+    }
+
+    /// Leaves the peer map if nothing is queued. `send` pushes under the same
+    /// lock, so no frame can slip into a queue nobody will drain.
+    fn retire(&self) -> bool {
+        let mut peers = self.shared.lock_peers();
+        if !self.rx.is_empty() {
+            return false;
+        }
+        if peers.get(&self.addr).is_some_and(|q| q.id == self.id) {
+            peers.remove(&self.addr);
+        }
+        true
+    }
+
+    async fn deliver(&mut self, frame: Bytes) {
+        let shared = self.shared.clone();
+        let counters = &shared.counters;
+        // A broken connection is usually only noticed on write: retry once
+        // on a fresh one before giving up on the frame.
+        for _ in 0..2 {
+            let Some(conn) = self.connection().await else {
+                counters.add(Counter::SendFailed, 1);
+                self.discard_queued();
+                return;
+            };
+            match self.write(&conn, &frame).await {
+                Ok(()) => {
+                    counters.add(Counter::FramesSent, 1);
+                    counters.add(Counter::BytesSent, frame.len() as u64);
+                    return;
+                }
+                Err(WriteFail::Refused(code)) => {
+                    tracing::warn!(peer = %self.addr, len = frame.len(), %code, "peer refused frame");
+                    break;
+                }
+                Err(WriteFail::Timeout) => {
+                    tracing::warn!(peer = %self.addr, len = frame.len(), "write timed out; frame dropped");
+                    break;
+                }
+                Err(WriteFail::Lost(e)) => {
+                    tracing::debug!(peer = %self.addr, error = %e, "connection lost; redialing");
+                    self.conn = None;
+                    self.last = None;
+                }
+            }
+        }
+        counters.add(Counter::SendFailed, 1);
+    }
+
+    async fn write(&mut self, conn: &Connection, frame: &Bytes) -> Result<(), WriteFail> {
+        let send = async {
+            let mut stream = conn.open_uni().await.map_err(|e| WriteFail::Lost(e.to_string()))?;
+            stream.write_chunk(frame.clone()).await.map_err(|e| match e {
+                WriteError::Stopped(code) => WriteFail::Refused(code),
+                other => WriteFail::Lost(other.to_string()),
+            })?;
+            stream.finish().map_err(|e| WriteFail::Lost(e.to_string()))?;
+            Ok(stream)
+        };
+        match timeout(self.shared.opts.write_timeout, send).await {
+            Ok(Ok(stream)) => {
+                self.last = Some(stream);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(WriteFail::Timeout),
+        }
+    }
+
+    /// The live connection, dialing (after any backoff) if there is none.
+    async fn connection(&mut self) -> Option<Connection> {
+        if let Some(conn) = &self.conn {
+            if conn.close_reason().is_none() {
+                return Some(conn.clone());
+            }
+            self.conn = None;
+            self.last = None;
+        }
+        if let Some(at) = self.retry_at {
+            tokio::time::sleep_until(at).await;
+        }
+        match connect(&self.shared, &self.addr).await {
+            Ok(conn) => {
+                if self.failures > 0 {
+                    tracing::info!(peer = %self.addr, failures = self.failures, "peer reachable again");
+                }
+                self.failures = 0;
+                self.retry_at = None;
+                self.conn = Some(conn.clone());
+                Some(conn)
+            }
+            Err(e) => {
+                self.shared.counters.add(Counter::ConnectFailures, 1);
+                self.failures = self.failures.saturating_add(1);
+                let wait = backoff(self.shared.opts.backoff_min, self.shared.opts.backoff_max, self.failures);
+                self.retry_at = Some(Instant::now() + wait);
+                // The first failure is news; repeats every few seconds are not.
+                if self.failures == 1 {
+                    tracing::warn!(peer = %self.addr, error = %e, "cannot connect to peer");
+                } else {
+                    tracing::debug!(peer = %self.addr, error = %e, failures = self.failures, "cannot connect to peer");
+                }
+                None
+            }
+        }
+    }
+
+    /// Frames queued for an unreachable peer are stale by the time it is
+    /// back; anti-entropy repairs what they carried. Dropping them keeps a
+    /// dead peer from pinning a full queue.
+    fn discard_queued(&mut self) {
+        let mut n = 0;
+        for _ in 0..self.rx.len() {
+            match self.rx.try_recv() {
+                Ok(frame) => {
+                    self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        self.shared.counters.add(Counter::SendFailed, n);
+    }
+}
+
+fn backoff(min: Duration, max: Duration, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    min.saturating_mul(1 << exp).min(max)
+}
+
+async fn connect(shared: &Arc<Shared>, addr: &str) -> Result<Connection, ConnectFail> {
+    let opts = &shared.opts;
+    let host = host_part(addr).ok_or(ConnectFail::BadAddress)?;
+    let want_v6 = shared.endpoint.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
+    let mut addrs = timeout(opts.connect_timeout, tokio::net::lookup_host(addr))
+        .await
+        .map_err(|_| ConnectFail::Timeout)?
+        .map_err(ConnectFail::Resolve)?;
+    let target = addrs.find(|a| a.is_ipv6() == want_v6).ok_or(ConnectFail::NoAddress)?;
+    let connecting = shared.endpoint.connect_with(shared.client.clone(), target, host)?;
+    let conn = timeout(opts.connect_timeout, connecting).await.map_err(|_| ConnectFail::Timeout)??;
+    // The peer may open streams on our connection too.
+    tokio::spawn(recv::read_connection(shared.clone(), conn.clone()));
+    Ok(conn)
+}
+
+/// The host part of "host:port" or "[v6]:port": the TLS server name.
+pub(super) fn host_part(addr: &str) -> Option<&str> {
+    let (host, port) = addr.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    (!host.is_empty() && !host.contains(['[', ']'])).then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_part_handles_names_v4_and_v6() {
+        assert_eq!(host_part("node-a:7000"), Some("node-a"));
+        assert_eq!(host_part("127.0.0.1:7000"), Some("127.0.0.1"));
+        assert_eq!(host_part("[::1]:7000"), Some("::1"));
+        assert_eq!(host_part("node-a"), None);
+        assert_eq!(host_part(":7000"), None);
+        assert_eq!(host_part("a:99999"), None);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(5));
+        assert_eq!(backoff(min, max, 1), min);
+        assert_eq!(backoff(min, max, 3), Duration::from_millis(400));
+        assert_eq!(backoff(min, max, 40), max);
+    }
+}

@@ -1,0 +1,93 @@
+//! Incoming side: accept connections (the TLS handshake refuses peers
+//! without a CA-signed cert), then read one frame per unidirectional stream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use quinn::{Connection, ConnectionError, ReadError, ReadToEndError, RecvStream, VarInt};
+use rustls::pki_types::CertificateDer;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::stats::Counter;
+use super::{Inbound, Shared};
+use crate::tls;
+
+/// Streams read at once per connection. With the driver stalled, at most
+/// this many frames per connection sit in memory beyond the inbound queue;
+/// the rest wait in the sender's queue under QUIC flow control.
+const READS_PER_CONNECTION: usize = 32;
+/// Stop code telling the sender its frame was over the limit.
+const FRAME_TOO_LARGE: u32 = 1;
+
+pub(super) async fn accept_loop(shared: Arc<Shared>) {
+    // Ends when the endpoint is closed.
+    while let Some(incoming) = shared.endpoint.accept().await {
+        let remote = incoming.remote_address();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            match incoming.await {
+                Ok(conn) => read_connection(shared, conn).await,
+                Err(e) => {
+                    shared.counters.add(Counter::HandshakeFailures, 1);
+                    tracing::warn!(%remote, error = %e, "refused peer connection");
+                }
+            }
+        });
+    }
+}
+
+/// Reads frames until the connection closes.
+pub(super) async fn read_connection(shared: Arc<Shared>, conn: Connection) {
+    let from = conn.remote_address();
+    let peer_name = peer_name(&conn);
+    tracing::debug!(%from, peer = ?peer_name, "peer connection up");
+    let reads = Arc::new(Semaphore::new(READS_PER_CONNECTION));
+    while let Ok(stream) = conn.accept_uni().await {
+        // Waiting here leaves further streams unaccepted: backpressure.
+        let Ok(permit) = reads.clone().acquire_owned().await else { break };
+        tokio::spawn(read_frame(shared.clone(), stream, from, peer_name.clone(), permit));
+    }
+}
+
+async fn read_frame(
+    shared: Arc<Shared>,
+    mut stream: RecvStream,
+    from: SocketAddr,
+    peer_name: Option<String>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let counters = &shared.counters;
+    match stream.read_to_end(shared.opts.max_frame).await {
+        Ok(buf) => {
+            counters.add(Counter::FramesReceived, 1);
+            counters.add(Counter::BytesReceived, buf.len() as u64);
+            // Err only if the driver dropped its receiver: nobody to deliver to.
+            let _ = shared.inbound.send(Inbound { from_addr: from, peer_name, bytes: Bytes::from(buf) }).await;
+        }
+        Err(ReadToEndError::TooLong) => {
+            counters.add(Counter::FramesOversize, 1);
+            tracing::warn!(%from, peer = ?peer_name, max = shared.opts.max_frame, "oversize frame dropped");
+            let _ = stream.stop(VarInt::from_u32(FRAME_TOO_LARGE));
+        }
+        Err(ReadToEndError::Read(e)) => {
+            counters.add(Counter::ReadFailures, 1);
+            // A connection closing under an unfinished stream is shutdown,
+            // not misbehaviour.
+            if matches!(
+                e,
+                ReadError::ConnectionLost(ConnectionError::ApplicationClosed(_) | ConnectionError::LocallyClosed)
+            ) {
+                tracing::debug!(%from, peer = ?peer_name, error = %e, "frame cut off by connection close");
+            } else {
+                tracing::warn!(%from, peer = ?peer_name, error = %e, "frame read failed; dropped");
+            }
+        }
+    }
+}
+
+/// The common name of the peer's verified certificate.
+fn peer_name(conn: &Connection) -> Option<String> {
+    let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    tls::cert_names(certs.first()?)?.common_name
+}

@@ -1,0 +1,384 @@
+//! Harness for the integration tests: real `purgecast` node processes on
+//! loopback ports, each with its own data directory and CA-signed
+//! certificate, driven through the real gRPC API.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use purgecast_proto::api::index_client::IndexClient;
+use purgecast_proto::api::purger_client::PurgerClient;
+use purgecast_proto::api::{self as pb};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// Adds `authorization: Bearer <token>` when the cluster has a token.
+#[derive(Clone)]
+pub struct Bearer(pub Option<String>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            let v = format!("Bearer {t}").parse().map_err(|_| tonic::Status::internal("bad token"))?;
+            req.metadata_mut().insert("authorization", v);
+        }
+        Ok(req)
+    }
+}
+
+pub type Purger = PurgerClient<InterceptedService<Channel, Bearer>>;
+pub type Index = IndexClient<InterceptedService<Channel, Bearer>>;
+
+pub mod metrics;
+
+/// Path of a binary built from this workspace, next to the test binary's
+/// directory (target/<profile>/). `cargo build --bins` must have run.
+pub fn bin(name: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(format!("{}_BIN", name.to_uppercase())) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    dir.join(name)
+}
+
+fn free_tcp() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn free_udp() -> Result<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Extra `key = value` lines for a node's `[protocol]` section, and more.
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub pops: usize,
+    pub tokens: Vec<String>,
+    pub protocol: Vec<(String, String)>,
+    /// Give every node a WAN emulation file (`<node dir>/wan.json`).
+    pub wan: bool,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        // Fast failure detection and anti-entropy keep the tests short.
+        let protocol = [
+            ("ae_interval_ms", "200"),
+            ("probe_interval_ms", "200"),
+            ("probe_timeout_ms", "100"),
+            ("suspect_timeout_ms", "1000"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Opts { pops: 1, tokens: Vec::new(), protocol, wan: false }
+    }
+}
+
+pub struct Node {
+    pub name: String,
+    pub api: SocketAddr,
+    pub peer: SocketAddr,
+    pub metrics: SocketAddr,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Picks free loopback ports and a directory under `root`.
+    pub fn new(root: &Path, name: &str) -> Result<Node> {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Node {
+            name: name.to_string(),
+            api: SocketAddr::from(([127, 0, 0, 1], free_tcp()?)),
+            peer: SocketAddr::from(([127, 0, 0, 1], free_udp()?)),
+            metrics: SocketAddr::from(([127, 0, 0, 1], free_tcp()?)),
+            config: dir.join("config.toml"),
+            dir,
+            child: None,
+        })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.api)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    pub fn spawn(&mut self) -> Result<()> {
+        let node = self;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(node.dir.join("node.log"))?;
+        let child = Command::new(bin("purgecast"))
+            .arg("run")
+            .arg("--config")
+            .arg(&node.config)
+            .env("RUST_LOG", "info,quinn=warn,rustls=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", node.name))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Node>,
+    pub opts: Opts,
+}
+
+/// Runs `purgecast certs` to make a CA and node certificates in `out`.
+pub fn make_certs(out: &Path, names: &[String]) -> Result<()> {
+    let mut cmd = Command::new(bin("purgecast"));
+    cmd.arg("certs").arg("--out").arg(out);
+    for n in names {
+        cmd.arg("--node").arg(n);
+    }
+    let status = cmd.stdout(Stdio::null()).status().context("running purgecast certs")?;
+    if !status.success() {
+        bail!("purgecast certs failed: {status}");
+    }
+    Ok(())
+}
+
+impl Cluster {
+    /// Starts `n` nodes and waits until every one sees all the others alive.
+    pub async fn start(n: usize, opts: Opts) -> Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let names: Vec<String> = (0..n).map(|i| format!("node-{i}")).collect();
+        let certs = dir.path().join("certs");
+        make_certs(&certs, &names)?;
+        let mut nodes = Vec::new();
+        for name in &names {
+            nodes.push(Node::new(dir.path(), name)?);
+        }
+        let seeds: Vec<SocketAddr> = nodes.iter().take(2).map(|n| n.peer).collect();
+        for (i, node) in nodes.iter().enumerate() {
+            std::fs::write(&node.config, config_text(node, &certs, &seeds, &opts, i))?;
+        }
+        let mut cluster = Cluster { dir, nodes, opts };
+        for i in 0..n {
+            cluster.spawn(i)?;
+        }
+        for i in 0..n {
+            cluster.wait_ready(i).await?;
+        }
+        cluster.wait_members(n, Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
+    pub fn spawn(&mut self, i: usize) -> Result<()> {
+        self.nodes[i].spawn()
+    }
+
+    /// SIGKILL: no graceful leave, no flush.
+    pub fn kill9(&mut self, i: usize) {
+        self.nodes[i].kill9();
+    }
+
+    pub async fn restart(&mut self, i: usize) -> Result<()> {
+        self.spawn(i)?;
+        self.wait_ready(i).await
+    }
+
+    pub async fn wait_ready(&mut self, i: usize) -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if tokio::net::TcpStream::connect(self.nodes[i].api).await.is_ok() {
+                return Ok(());
+            }
+            if !self.nodes[i].is_running() {
+                bail!("{} exited during start-up:\n{}", self.nodes[i].name, self.nodes[i].log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("{} did not start", self.nodes[i].name)
+    }
+
+    /// Waits until every running node lists `alive` alive members.
+    pub async fn wait_members(&mut self, alive: usize, limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let mut ok = true;
+            for i in 0..self.nodes.len() {
+                if !self.nodes[i].is_running() {
+                    continue;
+                }
+                let m = self.purger(i).await?.list_members(pb::ListMembersRequest {}).await?.into_inner();
+                if m.members.iter().filter(|m| m.state == "alive").count() != alive {
+                    ok = false;
+                }
+            }
+            if ok {
+                return Ok(());
+            }
+            if start.elapsed() > limit {
+                bail!("members did not converge to {alive} alive within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn channel(&self, i: usize) -> Result<Channel> {
+        Ok(Channel::from_shared(self.nodes[i].endpoint())?.connect().await?)
+    }
+
+    fn bearer(&self) -> Bearer {
+        Bearer(self.opts.tokens.first().cloned())
+    }
+
+    pub async fn purger(&self, i: usize) -> Result<Purger> {
+        Ok(PurgerClient::with_interceptor(self.channel(i).await?, self.bearer()))
+    }
+
+    pub async fn index(&self, i: usize) -> Result<Index> {
+        Ok(IndexClient::with_interceptor(self.channel(i).await?, self.bearer()))
+    }
+
+    /// Puts the same entries on every node.
+    pub async fn put_everywhere(&self, entries: &[(&str, &[&str])]) -> Result<()> {
+        for i in 0..self.nodes.len() {
+            let req = pb::PutEntriesRequest { entries: entries.iter().map(|(k, t)| entry(k, t)).collect() };
+            self.index(i).await?.put(req).await?;
+        }
+        Ok(())
+    }
+
+    /// Purges through node `i` and waits until every live member applied it.
+    pub async fn purge_and_wait(&self, i: usize, selectors: Vec<pb::Selector>, soft: bool) -> Result<pb::PurgeStatus> {
+        let mode = if soft { pb::PurgeMode::Soft } else { pb::PurgeMode::Hard } as i32;
+        let mut c = self.purger(i).await?;
+        let id = c.purge(pb::PurgeRequest { selectors, mode }).await?.into_inner().id;
+        wait_complete(&mut c, &id, Duration::from_secs(20)).await
+    }
+
+    pub async fn get(&self, i: usize, key: &str) -> Result<Option<pb::Entry>> {
+        let r = self.index(i).await?.get(pb::GetEntryRequest { key: key.into() }).await?.into_inner();
+        Ok(r.entry.filter(|_| r.found))
+    }
+}
+
+pub async fn wait_complete(c: &mut Purger, id: &str, limit: Duration) -> Result<pb::PurgeStatus> {
+    let start = Instant::now();
+    loop {
+        let s = c.get_purge_status(pb::PurgeStatusRequest { id: id.into() }).await?.into_inner();
+        if s.complete {
+            return Ok(s);
+        }
+        if start.elapsed() > limit {
+            bail!("purge {id} not complete after {limit:?}: pending {:?}", s.pending);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn entry(key: &str, tags: &[&str]) -> pb::Entry {
+    pb::Entry { key: key.into(), tags: tags.iter().map(|t| t.to_string()).collect(), size: 100, ..Default::default() }
+}
+
+pub fn url(u: &str) -> pb::Selector {
+    pb::Selector { kind: Some(pb::selector::Kind::Url(u.into())) }
+}
+pub fn host(h: &str) -> pb::Selector {
+    pb::Selector { kind: Some(pb::selector::Kind::Host(h.into())) }
+}
+pub fn prefix(p: &str) -> pb::Selector {
+    pb::Selector { kind: Some(pb::selector::Kind::Prefix(p.into())) }
+}
+pub fn tag(t: &str) -> pb::Selector {
+    pb::Selector { kind: Some(pb::selector::Kind::Tag(t.into())) }
+}
+pub fn everything() -> pb::Selector {
+    pb::Selector { kind: Some(pb::selector::Kind::Everything(true)) }
+}
+
+/// A node's TOML config; `i` places it in PoP `i % opts.pops`.
+pub fn config_text(node: &Node, certs: &Path, seeds: &[SocketAddr], opts: &Opts, i: usize) -> String {
+    let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
+    let tokens: Vec<String> = opts.tokens.iter().map(|t| format!("\"{t}\"")).collect();
+    let protocol: String = opts.protocol.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+    let wan = if opts.wan {
+        let path = node.dir.join("wan.json");
+        let _ = std::fs::write(&path, "{}");
+        format!("wan_emulation = \"{}\"\n", path.display())
+    } else {
+        String::new()
+    };
+    format!(
+        "name = \"{name}\"\nlisten_peer = \"{peer}\"\nlisten_api = \"{api}\"\nlisten_metrics = \"{metrics}\"\n\
+         data_dir = \"{data}\"\nseeds = [{seeds}]\npop = \"pop-{pop}\"\nregion = \"test\"\napi_tokens = [{tokens}]\n{wan}\
+         [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n[protocol]\n{protocol}",
+        name = node.name,
+        peer = node.peer,
+        api = node.api,
+        metrics = node.metrics,
+        data = node.dir.join("data").display(),
+        seeds = seeds.join(", "),
+        pop = i % opts.pops.max(1),
+        tokens = tokens.join(", "),
+        ca = certs.join("ca.pem").display(),
+        cert = certs.join(format!("{}.pem", node.name)).display(),
+        key = certs.join(format!("{}-key.pem", node.name)).display(),
+    )
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Cluster {
+    /// Cuts every link between `a` and `b` (both directions) through the
+    /// nodes' WAN emulation files, or heals them (`cut = false`).
+    pub fn partition(&self, a: &[usize], b: &[usize], cut: bool) -> Result<()> {
+        for (side, other) in [(a, b), (b, a)] {
+            for &i in side {
+                let rules: Vec<String> = if cut {
+                    other
+                        .iter()
+                        .map(|&j| format!("{{\"dest\":\"{}\",\"link\":{{\"blocked\":true}}}}", self.nodes[j].peer))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                std::fs::write(self.nodes[i].dir.join("wan.json"), format!("{{\"rules\":[{}]}}", rules.join(",")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Count of index entries carrying `tag` on node `i`.
+    pub async fn count_tag(&self, i: usize, tag: &str) -> Result<u64> {
+        use pb::count_entries_request::Filter;
+        let req = pb::CountEntriesRequest { filter: Some(Filter::Tag(tag.into())) };
+        Ok(self.index(i).await?.count(req).await?.into_inner().count)
+    }
+
+    pub async fn count_all(&self, i: usize) -> Result<u64> {
+        Ok(self.index(i).await?.count(pb::CountEntriesRequest { filter: None }).await?.into_inner().count)
+    }
+}

@@ -1,0 +1,23 @@
+//! Reads a node's Prometheus metrics over plain HTTP/1.0.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub async fn scrape(addr: SocketAddr) -> Result<String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.context("connecting to the metrics port")?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await?;
+    let mut body = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_string(&mut body)).await??;
+    Ok(body)
+}
+
+/// Sum of every sample of `name` (all label sets); 0 if absent.
+pub fn value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -1,0 +1,44 @@
+//! A node whose certificate is not signed by the cluster CA is refused.
+
+use std::time::Duration;
+
+use purgecast_proto::api as pb;
+use purgecast_tests::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_without_a_cluster_certificate_is_refused() {
+    let c = Cluster::start(2, Opts::default()).await.unwrap();
+    c.put_everywhere(&[("https://s.example/x", &["x"])]).await.unwrap();
+
+    // An intruder with a certificate from its own CA, seeding to the cluster.
+    let other = tempfile::tempdir().unwrap();
+    let certs = other.path().join("certs");
+    make_certs(&certs, &["intruder".to_string()]).unwrap();
+    let mut intruder = Node::new(other.path(), "intruder").unwrap();
+    let seeds = [c.nodes[0].peer, c.nodes[1].peer];
+    std::fs::write(&intruder.config, config_text(&intruder, &certs, &seeds, &Opts::default(), 0)).unwrap();
+    intruder.spawn().unwrap();
+
+    let ch = tonic::transport::Endpoint::from_shared(intruder.endpoint()).unwrap();
+    let mut ok = false;
+    for _ in 0..100 {
+        if let Ok(ch) = ch.connect().await {
+            let mut p = pb::purger_client::PurgerClient::new(ch);
+            // The intruder accepts a purge locally; it must not spread.
+            if p.purge(pb::PurgeRequest { selectors: vec![tag("x")], mode: 0 }).await.is_ok() {
+                ok = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "intruder node did not start:\n{}", intruder.log());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    for i in 0..2 {
+        let m = c.purger(i).await.unwrap().list_members(pb::ListMembersRequest {}).await.unwrap().into_inner();
+        assert_eq!(m.members.len(), 2, "node {i} must not know the intruder: {:?}", m.members);
+        assert!(c.get(i, "https://s.example/x").await.unwrap().is_some(), "node {i}: intruder's purge applied");
+    }
+    assert!(intruder.is_running(), "a refused handshake must not crash the intruder either");
+}
