@@ -174,18 +174,24 @@ fn start_all(args: &DevArgs, certs: &Path, exe: &Path, children: &mut Vec<(NodeC
     Ok(())
 }
 
-/// Runs until Ctrl-C or until a node exits on its own.
+/// Runs until Ctrl-C. A node that exits (or is killed, to try a failure) is
+/// reported once; the rest of the cluster keeps running.
 fn supervise(children: &mut [(NodeConfig, Child)]) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut reported = vec![false; children.len()];
     rt.block_on(async {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => return Ok(()),
                 _ = tick.tick() => {
-                    for (cfg, child) in children.iter_mut() {
-                        if let Some(status) = child.try_wait()? {
-                            bail!("{} exited ({status}); see {}/{}/node.log", cfg.name, "the dev dir", cfg.name);
+                    for (k, (cfg, child)) in children.iter_mut().enumerate() {
+                        if !reported[k] {
+                            if let Some(status) = child.try_wait()? {
+                                reported[k] = true;
+                                eprintln!("{} exited ({status}); restart it with: purgecast run --config {}",
+                                    cfg.name, cfg.data_dir.parent().map(|d| d.join("config.toml").display().to_string()).unwrap_or_default());
+                            }
                         }
                     }
                 }
