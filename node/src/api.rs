@@ -23,6 +23,7 @@ fn driver_status(e: DriverError) -> Status {
         DriverError::Invalid(e) => Status::invalid_argument(e.to_string()),
         DriverError::Store(e) => Status::internal(format!("purge not stored: {e}")),
         DriverError::Stopped => Status::unavailable("node is shutting down"),
+        e @ DriverError::NotJoined => Status::unavailable(e.to_string()),
     }
 }
 

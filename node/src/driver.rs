@@ -26,6 +26,10 @@ pub enum DriverError {
     Store(String),
     #[error("node is shutting down")]
     Stopped,
+    #[error(
+        "this node has not joined the cluster yet (no peer reachable through its seeds); retry or use another node"
+    )]
+    NotJoined,
 }
 
 pub enum Command {
@@ -80,6 +84,10 @@ impl Driver {
         started: Instant,
         seeds: Vec<String>,
     ) -> Driver {
+        // A node listed among its own seeds (one config for every node)
+        // must not count itself as a way into the cluster.
+        let own = engine.me().peer_addr.clone();
+        let seeds = seeds.into_iter().filter(|s| *s != own).collect();
         Driver { engine, transport, apply, started, waiting: HashMap::new(), seeds, next_join: Time::ZERO }
     }
 
@@ -170,6 +178,13 @@ impl Driver {
         let now = self.now();
         match cmd {
             Command::Purge { selectors, mode, reply } => {
+                // A node that knows nobody could only apply the purge to
+                // itself and hope anti-entropy spreads it later: refuse, so
+                // the client retries on a node that can spread it now.
+                if !self.seeds.is_empty() && self.engine.members().len() <= 1 {
+                    let _ = reply.send(Err(DriverError::NotJoined));
+                    return;
+                }
                 match self.engine.originate(now, selectors, mode, applier::now_ms()) {
                     Ok(purge) => {
                         metrics::counter!("purgecast_purges_accepted_total").increment(1);

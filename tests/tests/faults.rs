@@ -33,7 +33,7 @@ async fn put_tags(c: &Cluster, i: usize, tags: &[String]) {
 /// with SIGKILL and restarted: every acknowledged purge ends up applied on
 /// every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known failure: purges accepted by a restarted node before it rejoins do not reach every peer (issue: Survive faults)"]
+#[ignore = "known failure, open in the fault-tolerance issue: purges accepted by a node just restarted after SIGKILL do not reach its peers"]
 async fn kill_a_third_during_a_purge_storm() {
     let n = 6;
     let mut c = Cluster::start(n, Opts { pops: 2, ..Opts::default() }).await.unwrap();

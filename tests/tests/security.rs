@@ -20,25 +20,26 @@ async fn peer_without_a_cluster_certificate_is_refused() {
     intruder.spawn().unwrap();
 
     let ch = tonic::transport::Endpoint::from_shared(intruder.endpoint()).unwrap();
-    let mut ok = false;
+    let mut refused = None;
     for _ in 0..100 {
         if let Ok(ch) = ch.connect().await {
             let mut p = pb::purger_client::PurgerClient::new(ch);
-            // The intruder accepts a purge locally; it must not spread.
-            if p.purge(pb::PurgeRequest { selectors: vec![tag("x")], mode: 0 }).await.is_ok() {
-                ok = true;
-                break;
-            }
+            // Its seeds refuse its handshake, so it never joins, and it
+            // refuses purges it could not spread.
+            refused = p.purge(pb::PurgeRequest { selectors: vec![tag("x")], mode: 0 }).await.err();
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(ok, "intruder node did not start:\n{}", intruder.log());
+    let refused = refused.unwrap_or_else(|| panic!("intruder must answer and refuse:\n{}", intruder.log()));
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{}", refused.message());
+    assert!(refused.message().contains("not joined"), "{}", refused.message());
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     for i in 0..2 {
         let m = c.purger(i).await.unwrap().list_members(pb::ListMembersRequest {}).await.unwrap().into_inner();
         assert_eq!(m.members.len(), 2, "node {i} must not know the intruder: {:?}", m.members);
-        assert!(c.get(i, "https://s.example/x").await.unwrap().is_some(), "node {i}: intruder's purge applied");
+        assert!(c.get(i, "https://s.example/x").await.unwrap().is_some(), "node {i}: entry intact");
     }
     assert!(intruder.is_running(), "a refused handshake must not crash the intruder either");
 }
