@@ -130,3 +130,35 @@ async fn node_down_longer_than_retention_flushes_on_return() {
     // The nodes that stayed up keep their unrelated entry.
     assert_eq!(c.count_tag(1, "b").await.unwrap(), 1);
 }
+
+/// A node restarted after SIGKILL rejoins, and the purges it then accepts
+/// reach every peer. Until it has rejoined it refuses purges (UNAVAILABLE)
+/// rather than accept what it cannot spread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_rejoins_and_its_purges_spread() {
+    let mut c = Cluster::start(3, Opts::default()).await.unwrap();
+    c.put_everywhere(&[("https://p.example/a", &["a"])]).await.unwrap();
+    c.kill9(2);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.restart(2).await.unwrap();
+    let mut accepted = None;
+    for _ in 0..150 {
+        match c.purger(2).await.unwrap().purge(pb::PurgeRequest { selectors: vec![tag("a")], mode: 0 }).await {
+            Ok(r) => {
+                accepted = Some(r.into_inner());
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "only 'not joined yet' is acceptable: {}", e.message());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let accepted = accepted.expect("the restarted node must rejoin within 30 s");
+    assert_eq!(accepted.members_total, 3);
+    let s = wait_complete(&mut c.purger(2).await.unwrap(), &accepted.id, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(s.members_applied, 3);
+    for i in 0..3 {
+        assert_eq!(c.count_tag(i, "a").await.unwrap(), 0, "node {i}");
+    }
+}
