@@ -18,9 +18,9 @@ use crate::store::Store;
 const MAX_BATCH: usize = 1024;
 
 pub enum Job {
-    /// `durable`: sync the write before reporting it (purges this node
-    /// accepted from a client, whose id the client gets only afterwards).
-    Apply { purge: Purge, durable: bool },
+    /// The store syncs every batch (`StoreOptions::sync`), so a client gets
+    /// the id of a purge it submitted only once it is on disk.
+    Apply { purge: Purge },
     /// Drop every index entry: this node missed purges nobody retains.
     Flush { reason: String },
 }
@@ -73,17 +73,15 @@ pub fn spawn(store: Arc<Store>, retention: Duration, done: mpsc::UnboundedSender
 fn run_jobs(store: &Store, jobs: Vec<Job>) -> Done {
     let mut done = Done { applied: Vec::new(), failed: Vec::new() };
     let mut batch: Vec<(Purge, u64)> = Vec::new();
-    let mut durable = false;
     let now = now_ms();
     for job in jobs {
         match job {
-            Job::Apply { purge, durable: d } => {
-                durable |= d;
+            Job::Apply { purge } => {
                 batch.push((purge, now));
             }
             Job::Flush { reason } => {
                 // Purges queued before the flush go in first: order matters.
-                write_batch(store, &mut batch, durable, &mut done);
+                write_batch(store, &mut batch, &mut done);
                 match store.flush_index() {
                     Ok(n) => {
                         metrics::counter!("purgecast_flushes_total").increment(1);
@@ -94,18 +92,15 @@ fn run_jobs(store: &Store, jobs: Vec<Job>) -> Done {
             }
         }
     }
-    write_batch(store, &mut batch, durable, &mut done);
+    write_batch(store, &mut batch, &mut done);
     done
 }
 
-fn write_batch(store: &Store, batch: &mut Vec<(Purge, u64)>, durable: bool, done: &mut Done) {
+fn write_batch(store: &Store, batch: &mut Vec<(Purge, u64)>, done: &mut Done) {
     if batch.is_empty() {
         return;
     }
     let started = Instant::now();
-    // The store syncs every batch when configured to; `durable` is kept for
-    // when peer-learned purges may skip the fsync (anti-entropy refetches).
-    let _ = durable;
     match store.apply_purges(batch) {
         Ok(outcomes) => {
             let removed: u64 = outcomes.iter().map(|o| o.removed).sum();

@@ -220,8 +220,7 @@ impl Driver {
                     self.transport.send(&addr, Bytes::from(bytes));
                 }
                 Output::Apply { purge } => {
-                    let durable = self.waiting.contains_key(&purge.id);
-                    if self.apply.send(Job::Apply { purge, durable }).is_err() {
+                    if self.apply.send(Job::Apply { purge }).is_err() {
                         tracing::error!("apply worker is gone");
                     }
                 }

@@ -94,7 +94,8 @@ async fn partition_heals_and_both_sides_catch_up() {
     }
     let (a, b) = ([0, 1, 2], [3, 4]);
     c.partition(&a, &b, true).unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The nodes poll their WAN file every 200 ms; under load a reload can lag.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     for (k, t) in tags.iter().enumerate() {
         let origin = if k % 2 == 0 { a[k % 3] } else { b[k % 2] };
         c.purger(origin).await.unwrap().purge(pb::PurgeRequest { selectors: vec![tag(t)], mode: 0 }).await.unwrap();
