@@ -85,6 +85,13 @@ impl Engines {
         &self.engines[m]
     }
 
+    /// The core id workload purge `purge` got when it was originated, so a
+    /// caller can read its origin's [`Engine::status`] (ack-based
+    /// completion, as the node reports it). A linear scan: for reports.
+    pub fn purge_id(&self, purge: usize) -> Option<PurgeId> {
+        self.by_purge.iter().find(|(_, i)| **i == purge).map(|(id, _)| *id)
+    }
+
     fn size(&mut self, from: NodeId, msg: &Message) -> usize {
         if let Message::Push { purge, stage } = msg {
             let key = (purge.id, *stage as u8, varint_len(from.0));
