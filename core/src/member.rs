@@ -60,7 +60,17 @@ pub struct Member {
     pub state: MemberState,
 }
 
+/// Incarnations carry the member's boot epoch in their high bits (see
+/// `Engine::new`): a restart shows as a jump in [`Member::boot`], which tells
+/// peers that whatever connection they hold to the old process is dead.
+pub const EPOCH_SHIFT: u32 = 20;
+
 impl Member {
+    /// The boot epoch this incarnation belongs to.
+    pub fn boot(&self) -> u64 {
+        self.incarnation >> EPOCH_SHIFT
+    }
+
     /// SWIM's precedence: higher incarnation wins; at equal incarnation the
     /// graver state wins (suspect over alive, dead over suspect).
     pub fn supersedes(&self, other: &Member) -> bool {

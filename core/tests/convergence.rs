@@ -224,3 +224,32 @@ fn swim_declares_a_silent_member_dead_and_keeps_the_rest_alive() {
         }
     }
 }
+
+fn restarts(e: &mut Engine) -> Vec<NodeId> {
+    let mut out = Vec::new();
+    while let Some(o) = e.poll_output() {
+        if let Output::Event(purgecast_core::Event::MemberRestarted(m)) = o {
+            out.push(m.id);
+        }
+    }
+    out
+}
+
+/// The node drops its connections to a peer that restarted; the engine must
+/// tell a new boot apart from ordinary incarnation bumps.
+#[test]
+fn a_new_boot_epoch_is_reported_as_a_restart() {
+    let c = cfg(Strategy::Topology);
+    let (a, b) = (member(0, 1), member(1, 1));
+    let mut ea = Engine::new(c.clone(), a.clone(), 1, 1, Time::ZERO);
+    let b1 = Engine::new(c.clone(), b.clone(), 1, 2, Time::ZERO);
+    ea.handle_message(Time::ZERO, b.id, b1.join_message());
+    assert!(restarts(&mut ea).is_empty(), "a first join is not a restart");
+    // A refutation bumps the incarnation within the same boot.
+    let bumped = Member { incarnation: b1.me().incarnation + 1, ..b1.me().clone() };
+    ea.handle_message(Time::ZERO, b.id, Message::Members { members: vec![bumped] });
+    assert!(restarts(&mut ea).is_empty(), "a refutation is not a restart");
+    let b2 = Engine::new(c, b.clone(), 2, 3, Time::ZERO);
+    ea.handle_message(Time::ZERO, b.id, b2.join_message());
+    assert_eq!(restarts(&mut ea), vec![b.id]);
+}
