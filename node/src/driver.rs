@@ -154,7 +154,6 @@ impl Driver {
             }
         }
         metrics::counter!("purgecast_peer_messages_received_total", "kind" => msg.kind()).increment(1);
-        metrics::counter!("purgecast_peer_bytes_received_total").increment(frame.bytes.len() as u64);
         let now = self.now();
         self.engine.handle_message(now, from, msg);
     }
@@ -216,7 +215,6 @@ impl Driver {
                     };
                     let bytes = wire::encode(self.engine.id(), &msg);
                     metrics::counter!("purgecast_peer_messages_sent_total", "kind" => msg.kind()).increment(1);
-                    metrics::counter!("purgecast_peer_bytes_sent_total").increment(bytes.len() as u64);
                     self.transport.send(&addr, Bytes::from(bytes));
                 }
                 Output::Apply { purge } => {
@@ -244,6 +242,10 @@ impl Driver {
         match e {
             Event::MemberUp(m) => {
                 tracing::info!(member = %m.name, addr = %m.peer_addr, pop = %m.location.pop, "member up");
+            }
+            Event::MemberRestarted(m) => {
+                tracing::info!(member = %m.name, addr = %m.peer_addr, boot = m.boot(), "member restarted");
+                self.transport.reconnect(&m.peer_addr);
             }
             Event::MemberDown { member, state } => {
                 tracing::warn!(member = %member.name, state = state.as_str(), "member down");

@@ -123,6 +123,9 @@ struct PeerQueue {
     id: u64,
     tx: mpsc::Sender<Bytes>,
     queued_bytes: Arc<AtomicUsize>,
+    /// Set by [`Transport::reconnect`]; the task drops its connection before
+    /// the next frame.
+    reset: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -231,6 +234,16 @@ impl Transport {
         drop(peers);
         s.counters.add(Counter::SendDropped, 1);
         tracing::debug!(peer = peer_addr, len, "peer queue full; frame dropped");
+    }
+
+    /// The peer at `peer_addr` restarted: the connection to its old process
+    /// is dead but would look alive until the idle timeout, swallowing every
+    /// frame sent meanwhile. Dial afresh before the next frame, without
+    /// backoff.
+    pub fn reconnect(&self, peer_addr: &str) {
+        if let Some(q) = self.shared.lock_peers().get(peer_addr) {
+            q.reset.store(true, Ordering::SeqCst);
+        }
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

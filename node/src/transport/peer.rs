@@ -1,7 +1,7 @@
 //! Outgoing side: one task per peer address drains its queue over a
 //! persistent connection, redialing with backoff when it breaks.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use super::{recv, PeerQueue, Shared};
 pub(super) fn spawn(shared: Arc<Shared>, addr: String) -> PeerQueue {
     let (tx, rx) = mpsc::channel(shared.opts.queue_frames);
     let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let reset = Arc::new(AtomicBool::new(false));
     let id = shared.next_peer_id.fetch_add(1, Ordering::Relaxed);
     let runtime = shared.runtime.clone();
     let peer = Peer {
@@ -24,12 +25,13 @@ pub(super) fn spawn(shared: Arc<Shared>, addr: String) -> PeerQueue {
         id,
         rx,
         queued: queued_bytes.clone(),
+        reset: reset.clone(),
         conn: None,
         last: None,
         failures: 0,
         retry_at: None,
     };
-    PeerQueue { id, tx, queued_bytes, task: runtime.spawn(peer.run()) }
+    PeerQueue { id, tx, queued_bytes, reset, task: runtime.spawn(peer.run()) }
 }
 
 struct Peer {
@@ -38,6 +40,7 @@ struct Peer {
     id: u64,
     rx: mpsc::Receiver<Bytes>,
     queued: Arc<AtomicUsize>,
+    reset: Arc<AtomicBool>,
     conn: Option<Connection>,
     /// The most recent stream, awaited at shutdown so queued frames are not
     /// cut off by the connection close.
@@ -160,6 +163,15 @@ impl Peer {
 
     /// The live connection, dialing (after any backoff) if there is none.
     async fn connection(&mut self) -> Option<Connection> {
+        if self.reset.swap(false, Ordering::SeqCst) {
+            if let Some(conn) = self.conn.take() {
+                tracing::info!(peer = %self.addr, "peer restarted; dropping the connection to its old process");
+                conn.close(VarInt::from_u32(0), b"peer restarted");
+            }
+            self.last = None;
+            self.failures = 0;
+            self.retry_at = None;
+        }
         if let Some(conn) = &self.conn {
             if conn.close_reason().is_none() {
                 return Some(conn.clone());

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use quinn::{Connection, ConnectionError, ReadError, ReadToEndError, RecvStream, VarInt};
@@ -43,10 +44,48 @@ pub(super) async fn read_connection(shared: Arc<Shared>, conn: Connection) {
     let peer_name = peer_name(&conn);
     tracing::debug!(%from, peer = ?peer_name, "peer connection up");
     let reads = Arc::new(Semaphore::new(READS_PER_CONNECTION));
-    while let Ok(stream) = conn.accept_uni().await {
-        // Waiting here leaves further streams unaccepted: backpressure.
-        let Ok(permit) = reads.clone().acquire_owned().await else { break };
-        tokio::spawn(read_frame(shared.clone(), stream, from, peer_name.clone(), permit));
+    let mut wire = WireStats::default();
+    let mut sample = tokio::time::interval(WIRE_SAMPLE);
+    loop {
+        tokio::select! {
+            accepted = conn.accept_uni() => {
+                let Ok(stream) = accepted else { break };
+                // Waiting here leaves further streams unaccepted: backpressure.
+                let Ok(permit) = reads.clone().acquire_owned().await else { break };
+                tokio::spawn(read_frame(shared.clone(), stream, from, peer_name.clone(), permit));
+            }
+            _ = sample.tick() => wire.report(&shared, &conn),
+        }
+    }
+    wire.report(&shared, &conn);
+}
+
+/// How often a connection's wire counters are copied into the metrics.
+const WIRE_SAMPLE: Duration = Duration::from_secs(1);
+
+/// The UDP totals of one connection already added to the counters. Every
+/// connection, dialled or accepted, has one reader task, so sampling here
+/// covers them all.
+#[derive(Default)]
+struct WireStats {
+    tx_datagrams: u64,
+    tx_bytes: u64,
+    rx_datagrams: u64,
+    rx_bytes: u64,
+}
+
+impl WireStats {
+    fn report(&mut self, shared: &Shared, conn: &Connection) {
+        let s = conn.stats();
+        let c = &shared.counters;
+        let add = |counter, last: &mut u64, now: u64| {
+            c.add(counter, now.saturating_sub(*last));
+            *last = now.max(*last);
+        };
+        add(Counter::UdpDatagramsSent, &mut self.tx_datagrams, s.udp_tx.datagrams);
+        add(Counter::UdpBytesSent, &mut self.tx_bytes, s.udp_tx.bytes);
+        add(Counter::UdpDatagramsReceived, &mut self.rx_datagrams, s.udp_rx.datagrams);
+        add(Counter::UdpBytesReceived, &mut self.rx_bytes, s.udp_rx.bytes);
     }
 }
 

@@ -26,6 +26,12 @@ pub struct TransportStats {
     pub frames_oversize: u64,
     /// Received streams that failed before their end, dropped.
     pub read_failures: u64,
+    /// What QUIC put on the wire (headers, acks, keep-alives, handshakes and
+    /// retransmissions included), sampled from every connection.
+    pub udp_datagrams_sent: u64,
+    pub udp_bytes_sent: u64,
+    pub udp_datagrams_received: u64,
+    pub udp_bytes_received: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -41,11 +47,15 @@ pub(crate) enum Counter {
     HandshakeFailures,
     FramesOversize,
     ReadFailures,
+    UdpDatagramsSent,
+    UdpBytesSent,
+    UdpDatagramsReceived,
+    UdpBytesReceived,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    values: [AtomicU64; 11],
+    values: [AtomicU64; 15],
 }
 
 impl Counters {
@@ -64,6 +74,10 @@ impl Counters {
             Counter::HandshakeFailures => metrics::counter!("purgecast_peer_handshake_failures_total"),
             Counter::FramesOversize => metrics::counter!("purgecast_peer_frames_oversize_total"),
             Counter::ReadFailures => metrics::counter!("purgecast_peer_read_failures_total"),
+            Counter::UdpDatagramsSent => metrics::counter!("purgecast_peer_udp_datagrams_sent_total"),
+            Counter::UdpBytesSent => metrics::counter!("purgecast_peer_udp_bytes_sent_total"),
+            Counter::UdpDatagramsReceived => metrics::counter!("purgecast_peer_udp_datagrams_received_total"),
+            Counter::UdpBytesReceived => metrics::counter!("purgecast_peer_udp_bytes_received_total"),
         };
         counter.increment(n);
     }
@@ -82,6 +96,10 @@ impl Counters {
             handshake_failures: v(Counter::HandshakeFailures),
             frames_oversize: v(Counter::FramesOversize),
             read_failures: v(Counter::ReadFailures),
+            udp_datagrams_sent: v(Counter::UdpDatagramsSent),
+            udp_bytes_sent: v(Counter::UdpBytesSent),
+            udp_datagrams_received: v(Counter::UdpDatagramsReceived),
+            udp_bytes_received: v(Counter::UdpBytesReceived),
         }
     }
 }

@@ -83,6 +83,16 @@ async fn frames_flow_both_ways_with_verified_names() {
     assert_eq!(sb.frames_received, 201);
     assert_eq!(sb.bytes_received, 5 + 200 * 4);
     assert_eq!(sa.send_dropped + sa.send_failed + sa.connect_failures, 0);
+
+    // Wire counters are sampled once a second; they must come to cover the
+    // payload plus QUIC's own overhead.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while a.t.stats().udp_bytes_sent <= sa.bytes_sent && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (sa, sb) = (a.t.stats(), b.t.stats());
+    assert!(sa.udp_bytes_sent > sa.bytes_sent, "wire bytes {} vs payload {}", sa.udp_bytes_sent, sa.bytes_sent);
+    assert!(sa.udp_datagrams_sent > 0 && sb.udp_datagrams_received > 0);
 }
 
 #[tokio::test]
