@@ -31,6 +31,7 @@ impl tonic::service::Interceptor for Bearer {
 pub type Purger = PurgerClient<InterceptedService<Channel, Bearer>>;
 pub type Index = IndexClient<InterceptedService<Channel, Bearer>>;
 
+pub mod fidelity;
 pub mod metrics;
 
 /// Path of a binary built from this workspace, next to the test binary's
@@ -40,6 +41,10 @@ pub fn bin(name: &str) -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().unwrap_or_default();
+    // A binary of this crate sits in target/<profile>/ itself.
+    if let Some(here) = exe.parent().map(|d| d.join(name)).filter(|p| p.is_file()) {
+        return here;
+    }
     let dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
     dir.join(name)
 }
@@ -60,6 +65,9 @@ pub struct Opts {
     pub protocol: Vec<(String, String)>,
     /// Give every node a WAN emulation file (`<node dir>/wan.json`).
     pub wan: bool,
+    /// (pop, region) of node `i`; when empty, node `i` is in PoP
+    /// `pop-{i % pops}`, region `test`.
+    pub locations: Vec<(String, String)>,
 }
 
 impl Default for Opts {
@@ -74,7 +82,7 @@ impl Default for Opts {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        Opts { pops: 1, tokens: Vec::new(), protocol, wan: false }
+        Opts { pops: 1, tokens: Vec::new(), protocol, wan: false, locations: Vec::new() }
     }
 }
 
@@ -312,11 +320,13 @@ pub fn everything() -> pb::Selector {
     pb::Selector { kind: Some(pb::selector::Kind::Everything(true)) }
 }
 
-/// A node's TOML config; `i` places it in PoP `i % opts.pops`.
+/// A node's TOML config; `i` places it in `opts.locations[i]`, else in PoP `i % opts.pops`.
 pub fn config_text(node: &Node, certs: &Path, seeds: &[SocketAddr], opts: &Opts, i: usize) -> String {
     let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
     let tokens: Vec<String> = opts.tokens.iter().map(|t| format!("\"{t}\"")).collect();
     let protocol: String = opts.protocol.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+    let (pop, region) =
+        opts.locations.get(i).cloned().unwrap_or_else(|| (format!("pop-{}", i % opts.pops.max(1)), "test".into()));
     let wan = if opts.wan {
         let path = node.dir.join("wan.json");
         let _ = std::fs::write(&path, "{}");
@@ -326,7 +336,7 @@ pub fn config_text(node: &Node, certs: &Path, seeds: &[SocketAddr], opts: &Opts,
     };
     format!(
         "name = \"{name}\"\nlisten_peer = \"{peer}\"\nlisten_api = \"{api}\"\nlisten_metrics = \"{metrics}\"\n\
-         data_dir = \"{data}\"\nseeds = [{seeds}]\npop = \"pop-{pop}\"\nregion = \"test\"\napi_tokens = [{tokens}]\n{wan}\
+         data_dir = \"{data}\"\nseeds = [{seeds}]\npop = \"{pop}\"\nregion = \"{region}\"\napi_tokens = [{tokens}]\n{wan}\
          [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n[protocol]\n{protocol}",
         name = node.name,
         peer = node.peer,
@@ -334,7 +344,6 @@ pub fn config_text(node: &Node, certs: &Path, seeds: &[SocketAddr], opts: &Opts,
         metrics = node.metrics,
         data = node.dir.join("data").display(),
         seeds = seeds.join(", "),
-        pop = i % opts.pops.max(1),
         tokens = tokens.join(", "),
         ca = certs.join("ca.pem").display(),
         cert = certs.join(format!("{}.pem", node.name)).display(),
