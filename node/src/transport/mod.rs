@@ -44,6 +44,9 @@ pub struct TransportOptions {
     pub inbound_capacity: usize,
     /// Largest frame sent or accepted.
     pub max_frame: usize,
+    /// Keeps a connection in use warm, so a purge never waits for a
+    /// handshake. Every live connection pays one ack-eliciting packet per
+    /// interval each way, the bulk of an idle node's traffic.
     pub keep_alive: Duration,
     /// A connection silent for this long is dead.
     pub idle_timeout: Duration,
@@ -66,7 +69,7 @@ impl Default for TransportOptions {
             queue_bytes: 64 << 20,
             inbound_capacity: 8192,
             max_frame: purgecast_core::wire::MAX_FRAME,
-            keep_alive: Duration::from_secs(1),
+            keep_alive: Duration::from_secs(4),
             idle_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
