@@ -37,6 +37,9 @@ pub trait Protocol {
     fn on_message(&mut self, io: &mut Io<Self::Msg>, to: usize, from: usize, msg: Self::Msg);
     fn on_timer(&mut self, io: &mut Io<Self::Msg>, m: usize);
     fn next_timer(&self, m: usize) -> Option<Time>;
+    /// Machine `m` comes back after a crash. Protocols without state to
+    /// restore simply resume.
+    fn restart(&mut self, _io: &mut Io<Self::Msg>, _m: usize) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +95,7 @@ enum Ev {
     Deliver { to: u32, from: u32, slot: u32 },
     Timer { m: u32 },
     Crash(u32),
+    Restart(u32),
 }
 
 struct Driver<'a, P: Protocol> {
@@ -186,6 +190,9 @@ impl<P: Protocol> Driver<'_, P> {
             if let Some(at) = self.wl.crash_at[m] {
                 self.push(at, Ev::Crash(m as u32));
             }
+            if let Some(at) = self.wl.restart_at[m] {
+                self.push(at, Ev::Restart(m as u32));
+            }
         }
         for (i, s) in self.wl.purges.iter().enumerate() {
             self.push(s.at, Ev::Originate(i as u32));
@@ -233,6 +240,15 @@ impl<P: Protocol> Driver<'_, P> {
                     self.finish(m, true);
                 }
                 Ev::Crash(m) => self.down[m as usize] = true,
+                Ev::Restart(m) => {
+                    let m = m as usize;
+                    self.down[m] = false;
+                    // Timers armed before the crash died with the machine.
+                    self.timer_at[m] = None;
+                    self.begin(m, at, Duration::ZERO);
+                    self.proto.restart(&mut self.io, m);
+                    self.finish(m, false);
+                }
             }
             if self.missing == 0 && self.trace.all_applied_at.is_none() {
                 self.trace.all_applied_at = Some(at);
