@@ -84,6 +84,10 @@ pub struct Engine {
     /// Reachable members other than me, by id; rebuilt after changes. Saves
     /// walking the member table on every anti-entropy round and gossip hop.
     peers: Option<Vec<NodeId>>,
+    /// Members I believe dead, rebuilt with `peers`; knocked on one per
+    /// anti-entropy round in case they are alive on the far side of a
+    /// healed partition.
+    dead: Option<Vec<NodeId>>,
     seen: Seen,
     tracker: Tracker,
     swim: Swim,
@@ -114,6 +118,7 @@ impl Engine {
             members,
             pops: None,
             peers: None,
+            dead: None,
             seen: Seen::default(),
             tracker: Tracker::default(),
             swim,
@@ -170,6 +175,7 @@ impl Engine {
             self.members.apply(m);
             self.pops = None;
             self.peers = None;
+            self.dead = None;
         }
     }
 
@@ -260,8 +266,15 @@ impl Engine {
             Message::Catchup { purges, expired } => self.on_catchup(now, from, purges, expired),
             Message::Join { member } => self.on_join(now, from, member),
             Message::Members { members } => {
+                // News that I am dead may come from a node that I think is
+                // dead too (see `reconnect`): my piggybacked refutation would
+                // never reach it, so answer it directly.
+                let refute = members.iter().any(|m| m.id == self.me.id && m.state != MemberState::Alive);
                 for m in members {
                     self.learn(now, m);
+                }
+                if refute && self.me.state == MemberState::Alive {
+                    self.send(from, Message::Members { members: vec![self.me.clone()] });
                 }
             }
             Message::Leave { member } => {
@@ -494,6 +507,7 @@ impl Engine {
         if moved || prev.map(MemberState::is_reachable) != Some(m.state.is_reachable()) {
             self.pops = None;
             self.peers = None;
+            self.dead = None;
         }
         let n = self.members.len();
         self.swim.gossip(now, m.clone(), n);
@@ -515,6 +529,7 @@ impl Engine {
         if now >= self.next_ae {
             self.next_ae = now + self.cfg.ae_interval;
             self.anti_entropy_round();
+            self.reconnect();
             self.seen.prune(now, self.cfg.retention, self.cfg.retention_max_purges);
             self.tracker.prune(now, self.cfg.track_for, self.cfg.track_max);
         }
@@ -534,6 +549,23 @@ impl Engine {
         for id in chosen {
             self.send(id, Message::Digest { watermarks: watermarks.clone(), reply: true });
         }
+    }
+
+    /// After a partition longer than SWIM's detection time, each side
+    /// believes the other dead and, since nothing is sent to dead members,
+    /// would stay split for good. So each round one random dead member is
+    /// told how I see it and me (Serf's reconnect, at anti-entropy pace):
+    /// if it is alive it refutes straight back (see `Members` above), and
+    /// its own reconnect revives me on its side.
+    fn reconnect(&mut self) {
+        let members = &self.members;
+        let dead = self
+            .dead
+            .get_or_insert_with(|| members.iter().filter(|m| m.state == MemberState::Dead).map(|m| m.id).collect());
+        let Some(&id) = dead.choose(&mut self.rng) else { return };
+        // The cache survives a dead member leaving for good.
+        let Some(target) = self.members.get(id).filter(|m| m.state == MemberState::Dead).cloned() else { return };
+        self.send(id, Message::Members { members: vec![self.me.clone(), target] });
     }
 
     /// Announces a graceful leave to every reachable member.
