@@ -223,8 +223,9 @@ pub fn generate(seed: u64, opts: &Options) -> anyhow::Result<Schedule> {
     if opts.inject == Some(Inject::NeverHeal) {
         let region = scn.topo.regions[scn.topo.pops[0].region].clone();
         let forever = Duration::from_secs(1_000_000);
+        // From the start, so that every purge has to cross it.
         match scn.run.net.partitions.first_mut() {
-            Some(p) => p.duration = forever,
+            Some(p) => (p.start, p.duration) = (Duration::ZERO, forever),
             None => scn.run.net.partitions.push(Partition { region, start: Duration::ZERO, duration: forever }),
         }
     }
