@@ -125,8 +125,12 @@ pub fn generate(seed: u64, opts: &Options) -> anyhow::Result<Schedule> {
     let pops = rng.random_range(2..=8);
     let per_pop = rng.random_range(1..=5);
     let topo = Topology::world(pops, per_pop)?;
-    let purges = rng.random_range(1..=40);
-    let interval = ms(&mut rng, 5, 100);
+    // Now and then a burst of more purges than one catch-up message
+    // carries (ae_batch, 512), so a node cut off during it must catch up
+    // in several batches.
+    let burst = rng.random_bool(0.05);
+    let purges = if burst { rng.random_range(520..=700) } else { rng.random_range(1..=40) };
+    let interval = if burst { ms(&mut rng, 1, 3) } else { ms(&mut rng, 5, 100) };
     let warmup = ms(&mut rng, 200, 1000);
     let pick = |rng: &mut StdRng, p_zero: f64, max: f64| {
         if rng.random_bool(p_zero) {
@@ -146,7 +150,7 @@ pub fn generate(seed: u64, opts: &Options) -> anyhow::Result<Schedule> {
     for _ in 0..n_parts {
         let region = topo.regions.choose(&mut rng).cloned().unwrap_or_default();
         let start = ms(&mut rng, 0, horizon);
-        let duration = ms(&mut rng, 100, 12_000);
+        let duration = ms(&mut rng, 100, 20_000);
         partition.push(Partition { region, start, duration });
     }
     let common = Common {

@@ -12,7 +12,7 @@ fn opts(inject: Option<Inject>) -> Options {
 #[test]
 fn random_fault_schedules_hold_the_invariants() {
     let o = opts(None);
-    let sum = fuzz(1, 120, &o, 2);
+    let sum = fuzz(1, 100, &o, 2);
     assert!(sum.failures.is_empty(), "{}", summary_text(1, &sum, &o));
     // Every schedule completed (within the bound, or it would have failed).
     assert!(sum.worst_settle.is_some());
@@ -22,19 +22,19 @@ fn random_fault_schedules_hold_the_invariants() {
 #[test]
 fn a_few_schedules_with_both_engine_strategies() {
     let o = Options { strategies: vec![Strategy::Topology, Strategy::Gossip], inject: None };
-    let sum = fuzz(7, 30, &o, 2);
+    let sum = fuzz(7, 20, &o, 2);
     assert!(sum.failures.is_empty(), "{}", summary_text(7, &sum, &o));
 }
 
-/// The injected fault must be reported, and each failing seed must replay
-/// the very same failure on its own.
-fn caught_and_replayed(inject: Inject, expect: &str) {
+/// The injected fault must be reported (as one of `expect`), and each
+/// failing seed must replay the very same failure on its own.
+fn caught_and_replayed(inject: Inject, expect: &[&str]) {
     let o = opts(Some(inject));
     let sum = fuzz(1, 20, &o, 2);
     assert!(sum.failures.len() >= 15, "only {} of 20 failed:\n{}", sum.failures.len(), summary_text(1, &sum, &o));
     let text = summary_text(1, &sum, &o);
     for f in &sum.failures {
-        assert!(f.problems.iter().any(|p| p.contains(expect)), "{:?}", f.problems);
+        assert!(f.problems.iter().any(|p| expect.iter().any(|e| p.contains(e))), "{:?}", f.problems);
         let line = format!("FAIL schedule seed={}: ", f.seed);
         assert!(text.contains(&line), "{text}");
         assert!(text.contains(&o.replay_command(f.seed)), "{text}");
@@ -49,12 +49,14 @@ fn caught_and_replayed(inject: Inject, expect: &str) {
 
 #[test]
 fn a_partition_that_never_heals_is_caught_with_a_replayable_seed() {
-    caught_and_replayed(Inject::NeverHeal, "never applied");
+    caught_and_replayed(Inject::NeverHeal, &["never applied"]);
 }
 
 #[test]
 fn a_restart_that_forgets_what_it_applied_is_caught() {
-    caught_and_replayed(Inject::ForgetOnRestart, "applied more than once");
+    // Applied again when peers resend what it forgot; or lost for good when
+    // the forgotten purge was its own and nobody else had it yet.
+    caught_and_replayed(Inject::ForgetOnRestart, &["applied more than once", "never applied"]);
 }
 
 #[test]
