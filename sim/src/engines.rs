@@ -169,6 +169,12 @@ impl Protocol for Engines {
     }
 
     fn originate(&mut self, io: &mut Io<Message>, m: usize, purge: usize) {
+        // As the node does: one that knows nobody could only apply the purge
+        // itself, so it refuses and the client retries elsewhere.
+        if self.engines[m].members().len() <= 1 && self.ids.len() > 1 {
+            io.refuse(purge);
+            return;
+        }
         let url = format!("https://www.example.com/assets/{purge}/app.js");
         let Ok(sel) = Selector::url(&url) else {
             self.counters.rejected += 1;

@@ -200,12 +200,12 @@ pub fn generate(seed: u64, opts: &Options) -> anyhow::Result<Schedule> {
         wl.crash_at[m] = Some(down);
         wl.restart_at[m] = Some(down + ms(&mut rng, 200, 8_000));
     }
-    // Origins: machines up at the end, and up when they originate. A
-    // restarted node refuses purges until it has rejoined, so restarted
-    // machines originate only before their crash.
+    // Origins: machines up at the end (one that crashes for good may take
+    // an acknowledged purge with it, if nothing left it yet). One that is
+    // down, or restarted and not rejoined yet, refuses the purge, which is
+    // then owed to nobody.
     for i in 0..wl.purges.len() {
-        let at = wl.purges[i].at;
-        let ok: Vec<usize> = (0..n).filter(|m| wl.is_live(*m) && wl.crash_at[*m].is_none_or(|c| at < c)).collect();
+        let ok: Vec<usize> = (0..n).filter(|m| wl.is_live(*m)).collect();
         if let Some(&o) = ok.choose(&mut rng) {
             wl.purges[i].origin = o;
         }
@@ -243,6 +243,10 @@ pub struct Run {
     /// From the last fault until every machine had every purge; None if
     /// that never happened within the run.
     pub settle: Option<Duration>,
+    /// Purges refused by their origin (down, or restarted and alone).
+    pub refused: usize,
+    /// Purges accepted by a restarted machine (on its new stream).
+    pub after_restart: usize,
 }
 
 pub fn run_schedule(s: &Schedule, strategy: Strategy, opts: &Options) -> Run {
@@ -254,7 +258,13 @@ pub fn run_schedule(s: &Schedule, strategy: Strategy, opts: &Options) -> Run {
     let net = Net::new(&s.scn.topo, s.scn.run.net.clone(), s.seed);
     let report = report(strategy.name(), &s.scn.topo, &s.wl, &net, &s.scn.heals(), &t);
     let settle = t.all_applied_at.map(|at| if at > s.quiet { at.since(s.quiet) } else { Duration::ZERO });
-    Run { report, counters: p.counters.clone(), settle }
+    let restarted = |i: usize| {
+        let spec = &s.wl.purges[i];
+        s.wl.restart_at[spec.origin].is_some_and(|r| spec.at >= r) && !t.refused[i]
+    };
+    let after_restart = (0..t.purges).filter(|i| restarted(*i)).count();
+    let refused = t.refused.iter().filter(|r| **r).count();
+    Run { report, counters: p.counters.clone(), settle, refused, after_restart }
 }
 
 /// The invariants, as one line per violation.
@@ -292,22 +302,30 @@ pub struct Checked {
     /// Worst time from a partition's heal to full delivery (ms).
     pub worst_heal_ms: Option<f64>,
     pub events: u64,
+    pub refused: usize,
+    pub after_restart: usize,
+}
+
+impl Checked {
+    fn new(seed: u64) -> Checked {
+        Checked {
+            seed,
+            problems: Vec::new(),
+            worst_settle: None,
+            worst_heal_ms: None,
+            events: 0,
+            refused: 0,
+            after_restart: 0,
+        }
+    }
 }
 
 pub fn check(seed: u64, opts: &Options) -> Checked {
     let s = match generate(seed, opts) {
         Ok(s) => s,
-        Err(e) => {
-            return Checked {
-                seed,
-                problems: vec![format!("cannot build the schedule: {e}")],
-                worst_settle: None,
-                worst_heal_ms: None,
-                events: 0,
-            }
-        }
+        Err(e) => return Checked { problems: vec![format!("cannot build the schedule: {e}")], ..Checked::new(seed) },
     };
-    let mut c = Checked { seed, problems: Vec::new(), worst_settle: None, worst_heal_ms: None, events: 0 };
+    let mut c = Checked::new(seed);
     for &st in &opts.strategies {
         let r = run_schedule(&s, st, opts);
         c.problems.extend(problems(&s, &r));
@@ -316,6 +334,8 @@ pub fn check(seed: u64, opts: &Options) -> Checked {
             c.worst_heal_ms = Some(c.worst_heal_ms.map_or(*h, |w: f64| w.max(*h)));
         }
         c.events += r.report.events;
+        c.refused += r.refused;
+        c.after_restart += r.after_restart;
     }
     c
 }
@@ -334,13 +354,25 @@ pub struct Summary {
     pub worst_settle: Option<(Duration, u64)>,
     pub worst_heal_ms: Option<(f64, u64)>,
     pub events: u64,
+    pub refused: usize,
+    pub after_restart: usize,
 }
 
 pub fn fuzz(master: u64, n: usize, opts: &Options, threads: usize) -> Summary {
     let all = par_map(&seeds(master, n), threads, |s| check(*s, opts));
-    let mut sum = Summary { schedules: n, failures: Vec::new(), worst_settle: None, worst_heal_ms: None, events: 0 };
+    let mut sum = Summary {
+        schedules: n,
+        failures: Vec::new(),
+        worst_settle: None,
+        worst_heal_ms: None,
+        events: 0,
+        refused: 0,
+        after_restart: 0,
+    };
     for c in all {
         sum.events += c.events;
+        sum.refused += c.refused;
+        sum.after_restart += c.after_restart;
         if let Some(d) = c.worst_settle {
             if sum.worst_settle.is_none_or(|(w, _)| d > w) {
                 sum.worst_settle = Some((d, c.seed));
@@ -392,7 +424,11 @@ pub fn summary_text(master: u64, sum: &Summary, opts: &Options) -> String {
     if let Some((h, seed)) = sum.worst_heal_ms {
         let _ = writeln!(s, "worst full delivery after a partition heal: {h:.1} ms (schedule seed={seed})");
     }
-    let _ = writeln!(s, "{} events simulated", sum.events);
+    let _ = writeln!(
+        s,
+        "{} events simulated; purges refused by a down or unjoined origin: {}; accepted by restarted machines: {}",
+        sum.events, sum.refused, sum.after_restart
+    );
     s
 }
 
@@ -434,8 +470,15 @@ pub fn replay_text(seed: u64, opts: &Options) -> anyhow::Result<(String, bool)> 
     for &st in &opts.strategies {
         let r = run_schedule(&sch, st, opts);
         let settle = r.settle.map_or("never".to_string(), |d| format!("{} ms", d.as_millis()));
-        let _ =
-            writeln!(tail, "{}: complete {settle} after the last fault; engine counters {:?}", st.name(), r.counters);
+        let _ = writeln!(
+            tail,
+            "{}: complete {settle} after the last fault; {} purges refused, {} accepted by restarted machines; \
+             engine counters {:?}",
+            st.name(),
+            r.refused,
+            r.after_restart,
+            r.counters
+        );
         verdict.extend(problems(&sch, &r));
         reports.push(r.report);
     }
@@ -444,7 +487,7 @@ pub fn replay_text(seed: u64, opts: &Options) -> anyhow::Result<(String, bool)> 
     s.push('\n');
     s.push_str(&tail);
     let ok = verdict.is_empty();
-    let c = Checked { seed, problems: verdict, worst_settle: None, worst_heal_ms: None, events: 0 };
+    let c = Checked { problems: verdict, ..Checked::new(seed) };
     if ok {
         let _ = writeln!(s, "OK schedule seed={seed}");
     } else {

@@ -15,6 +15,7 @@ pub struct Io<M> {
     pub now: Time,
     sends: Vec<(usize, M, usize, usize)>,
     applies: Vec<usize>,
+    refused: Option<usize>,
 }
 
 impl<M> Io<M> {
@@ -26,6 +27,12 @@ impl<M> Io<M> {
     /// This machine has applied purge number `purge`.
     pub fn apply(&mut self, purge: usize) {
         self.applies.push(purge);
+    }
+
+    /// The origin turned purge number `purge` down (a node that has not
+    /// joined yet does): nobody owes it anything.
+    pub fn refuse(&mut self, purge: usize) {
+        self.refused = Some(purge);
     }
 }
 
@@ -78,6 +85,8 @@ pub struct Trace {
     pub applied_at: Vec<u64>,
     /// How many times each (purge, machine) was applied.
     pub apply_count: Vec<u8>,
+    /// Purges their origin turned down, or that found it down.
+    pub refused: Vec<bool>,
     /// Per message kind: (name, count, bytes), counted from the first purge.
     pub sent: Vec<(&'static str, u64, u64)>,
     pub events: u64,
@@ -134,12 +143,13 @@ pub fn run<P: Protocol>(topo: &Topology, wl: &Workload, p: &RunParams, proto: &m
         busy: vec![Time::ZERO; n],
         down: wl.crashed.clone(),
         timer_at: vec![None; n],
-        io: Io { now: Time::ZERO, sends: Vec::new(), applies: Vec::new() },
+        io: Io { now: Time::ZERO, sends: Vec::new(), applies: Vec::new(), refused: None },
         trace: Trace {
             machines: n,
             purges,
             applied_at: vec![u64::MAX; n * purges],
             apply_count: vec![0; n * purges],
+            refused: vec![false; purges],
             sent: kinds.iter().map(|k| (*k, 0, 0)).collect(),
             events: 0,
             end: Time::ZERO,
@@ -216,6 +226,10 @@ impl<P: Protocol> Driver<'_, P> {
                         self.begin(m, at, self.p.proc);
                         self.proto.originate(&mut self.io, m, i);
                         self.finish(m, false);
+                    }
+                    if self.down[m] || self.io.refused.take().is_some() {
+                        self.trace.refused[i] = true;
+                        self.missing -= self.wl.live_count();
                     }
                 }
                 Ev::Deliver { to, from, slot } => {
