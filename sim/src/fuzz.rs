@@ -40,6 +40,10 @@ pub struct FuzzArgs {
     /// Schedules run in parallel (output unchanged).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Also draw the protocol parameters (pop_entry, pop_direct_max,
+    /// fanout, anti-entropy and SWIM timings) instead of the defaults.
+    #[arg(long)]
+    pub vary_config: bool,
     /// Breaks something on purpose, to check that the fuzzer notices.
     #[arg(long, value_enum, hide = true)]
     pub inject: Option<Inject>,
@@ -66,6 +70,7 @@ impl Inject {
 pub struct Options {
     pub strategies: Vec<Strategy>,
     pub inject: Option<Inject>,
+    pub vary_config: bool,
 }
 
 impl Options {
@@ -75,6 +80,9 @@ impl Options {
         if self.strategies != [Strategy::Topology] {
             let names: Vec<&str> = self.strategies.iter().map(|s| s.name()).collect();
             let _ = write!(s, " --strategies {}", names.join(","));
+        }
+        if self.vary_config {
+            s.push_str(" --vary-config");
         }
         if let Some(i) = self.inject {
             let _ = write!(s, " --inject {}", i.flag());
@@ -153,7 +161,7 @@ pub fn generate(seed: u64, opts: &Options) -> anyhow::Result<Schedule> {
         let duration = ms(&mut rng, 100, 20_000);
         partition.push(Partition { region, start, duration });
     }
-    let common = Common {
+    let mut common = Common {
         seed,
         pops,
         machines_per_pop: per_pop,
@@ -183,6 +191,20 @@ pub fn generate(seed: u64, opts: &Options) -> anyhow::Result<Schedule> {
         piggyback_max: None,
         threads: 1,
     };
+    if opts.vary_config {
+        // Its own stream, so the schedules themselves stay the same.
+        let mut c = StdRng::seed_from_u64(seed ^ 0x636f_6e66_6967);
+        common.pop_entry = Some(c.random_range(1..=4));
+        // Small enough, often, for PoPs to be covered by gossip inside.
+        common.pop_direct_max = Some(c.random_range(1..=6));
+        common.fanout = if c.random_bool(0.5) { None } else { Some(c.random_range(1..=4)) };
+        common.ae_interval = Some(ms(&mut c, 100, 1000));
+        let probe = ms(&mut c, 300, 2000);
+        common.probe_interval = Some(probe);
+        common.probe_timeout = Some(ms(&mut c, 100, probe.as_millis() as u64));
+        common.suspect_timeout = Some(ms(&mut c, 500, 5000));
+        common.piggyback_max = Some(c.random_range(1..=8));
+    }
     let (mut scn, echo) = common.scenario()?;
     let mut wl = scn.workload();
     let n = scn.topo.len();

@@ -17,7 +17,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn run_fuzz(a: fuzz::FuzzArgs) -> anyhow::Result<()> {
-    let opts = fuzz::Options { strategies: strategies(&a.strategies)?, inject: a.inject };
+    let opts = fuzz::Options { strategies: strategies(&a.strategies)?, inject: a.inject, vary_config: a.vary_config };
     if let Some(bad) = opts.strategies.iter().find(|s| !matches!(s, Strategy::Topology | Strategy::Gossip)) {
         anyhow::bail!("fuzz runs the engines only (topology, gossip), not {}", bad.name());
     }

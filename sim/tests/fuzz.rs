@@ -6,7 +6,7 @@ use purgesim::fuzz::{check, fail_text, fuzz, replay_text, summary_text, Inject, 
 use purgesim::scenario::Strategy;
 
 fn opts(inject: Option<Inject>) -> Options {
-    Options { strategies: vec![Strategy::Topology], inject }
+    Options { strategies: vec![Strategy::Topology], inject, vary_config: false }
 }
 
 #[test]
@@ -23,8 +23,8 @@ fn random_fault_schedules_hold_the_invariants() {
 }
 
 #[test]
-fn a_few_schedules_with_both_engine_strategies() {
-    let o = Options { strategies: vec![Strategy::Topology, Strategy::Gossip], inject: None };
+fn a_few_schedules_with_both_engine_strategies_and_random_parameters() {
+    let o = Options { strategies: vec![Strategy::Topology, Strategy::Gossip], inject: None, vary_config: true };
     let sum = fuzz(7, 20, &o, 2);
     assert!(sum.failures.is_empty(), "{}", summary_text(7, &sum, &o));
 }
