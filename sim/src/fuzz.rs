@@ -225,6 +225,13 @@ pub fn generate(seed: u64, opts: &Options) -> anyhow::Result<Schedule> {
         wl.crash_at[m] = Some(down);
         wl.restart_at[m] = Some(down + ms(&mut rng, 200, 8_000));
     }
+    // Machines dead from the start that come back: a node joining a
+    // cluster in which every view has it dead.
+    let dead: Vec<usize> = (0..n).filter(|m| wl.crashed[*m]).collect();
+    let joiners = if dead.is_empty() || rng.random_bool(0.7) { 0 } else { rng.random_range(1..=dead.len().min(2)) };
+    for m in dead.choose_multiple(&mut rng, joiners).copied().collect::<Vec<_>>() {
+        wl.restart_at[m] = Some(Time::ZERO + ms(&mut rng, 0, horizon));
+    }
     // Origins: machines up at the end (one that crashes for good may take
     // an acknowledged purge with it, if nothing left it yet). One that is
     // down, or restarted and not rejoined yet, refuses the purge, which is

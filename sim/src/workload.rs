@@ -47,7 +47,8 @@ pub struct Workload {
     /// Crash times of machines that die during the run.
     pub crash_at: Vec<Option<Time>>,
     /// Restart times of machines that crash during the run and come back
-    /// (with what they had applied, as a node reloads its store).
+    /// (with what they had applied, as a node reloads its store), or that
+    /// were dead from the start and join.
     pub restart_at: Vec<Option<Time>>,
 }
 
@@ -81,7 +82,7 @@ impl Workload {
     /// Machines up at the end of the run (never crashed, or restarted):
     /// the ones that must apply every purge.
     pub fn is_live(&self, m: usize) -> bool {
-        !self.crashed[m] && (self.crash_at[m].is_none() || self.restart_at[m].is_some())
+        self.restart_at[m].is_some() || (!self.crashed[m] && self.crash_at[m].is_none())
     }
 
     pub fn live_count(&self) -> usize {

@@ -56,7 +56,10 @@ pub fn replay_text(seed: u64, opts: &Options) -> anyhow::Result<(String, bool)> 
     let wl = &sch.wl;
     for (m, mach) in sch.scn.topo.machines.iter().enumerate() {
         let state = if wl.crashed[m] {
-            "dead from the start".to_string()
+            match wl.restart_at[m] {
+                Some(r) => format!("dead from the start, joins at {:.0} ms", r.as_millis_f64()),
+                None => "dead from the start".to_string(),
+            }
         } else {
             match (wl.crash_at[m], wl.restart_at[m]) {
                 (Some(c), Some(r)) => {
