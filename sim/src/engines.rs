@@ -1,10 +1,9 @@
 //! The shipped protocol: one real `purgecast_core::Engine` per machine.
 
 use std::collections::HashMap;
-
-use purgecast_core::wire::encoded_len;
 use std::time::Duration;
 
+use purgecast_core::wire::encoded_len;
 use purgecast_core::{
     Config, Engine, Event, Member, MemberState, Message, Mode, NodeId, Output, Purge, PurgeId, Selector, Time,
 };
