@@ -28,6 +28,8 @@ pub enum Cmd {
     Run(RunArgs),
     /// Vary gossip fanout and topology pop_entry; chart P99 and cost.
     Sweep(SweepArgs),
+    /// Random fault schedules checked against the invariants.
+    Fuzz(crate::fuzz::FuzzArgs),
 }
 
 #[derive(Debug, Args)]

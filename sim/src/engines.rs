@@ -1,9 +1,12 @@
 //! The shipped protocol: one real `purgecast_core::Engine` per machine.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use purgecast_core::wire::encoded_len;
-use purgecast_core::{Config, Engine, Event, MemberState, Message, Mode, NodeId, Output, PurgeId, Selector, Time};
+use purgecast_core::{
+    Config, Engine, Event, Member, MemberState, Message, Mode, NodeId, Output, Purge, PurgeId, Selector, Time,
+};
 
 use crate::topology::Topology;
 use crate::workload::Workload;
@@ -41,8 +44,25 @@ pub struct EngineCounters {
     pub completed: u64,
 }
 
+/// How often a restarted node that knows nobody knocks on its seeds again
+/// (the node's driver uses the same period).
+pub(crate) const JOIN_RETRY: Duration = Duration::from_secs(1);
+
 pub struct Engines {
     engines: Vec<Engine>,
+    cfg: Config,
+    seed: u64,
+    members: Vec<Member>,
+    /// Boot counter per machine: a restart starts a new purge stream.
+    epoch: Vec<u64>,
+    /// What each machine applied, as the node's store keeps it; only kept
+    /// when the workload restarts machines.
+    log: Option<Vec<Vec<Purge>>>,
+    /// Restarted machines still alone: when to send the next join.
+    join_at: Vec<Option<Time>>,
+    /// Off only to check that the fuzzer catches a node that forgets what
+    /// it applied.
+    pub restore_on_restart: bool,
     ids: Vec<NodeId>,
     by_id: HashMap<NodeId, usize>,
     by_purge: HashMap<PurgeId, usize>,
@@ -71,8 +91,16 @@ impl Engines {
         }
         let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();
         let by_id = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let restarts = wl.restart_at.iter().any(Option::is_some);
         Engines {
             engines,
+            cfg: cfg.clone(),
+            seed,
+            members,
+            epoch: vec![1; n],
+            log: restarts.then(|| vec![Vec::new(); n]),
+            join_at: vec![None; n],
+            restore_on_restart: true,
             ids,
             by_id,
             by_purge: HashMap::new(),
@@ -125,6 +153,9 @@ impl Engines {
                         None => self.counters.unknown += 1,
                     }
                     self.engines[m].applied(io.now, purge.id, purge.origin());
+                    if let Some(log) = &mut self.log {
+                        log[m].push(purge);
+                    }
                 }
                 Output::Flush { .. } => self.counters.flushes += 1,
                 Output::Event(Event::Rejected { .. }) => self.counters.rejected += 1,
@@ -144,6 +175,12 @@ impl Protocol for Engines {
     }
 
     fn originate(&mut self, io: &mut Io<Message>, m: usize, purge: usize) {
+        // As the node does: one that knows nobody could only apply the purge
+        // itself, so it refuses and the client retries elsewhere.
+        if self.engines[m].members().len() <= 1 && self.ids.len() > 1 {
+            io.refuse(purge);
+            return;
+        }
         let url = format!("https://www.example.com/assets/{purge}/app.js");
         let Ok(sel) = Selector::url(&url) else {
             self.counters.rejected += 1;
@@ -165,11 +202,54 @@ impl Protocol for Engines {
 
     fn on_timer(&mut self, io: &mut Io<Message>, m: usize) {
         self.engines[m].handle_timeout(io.now);
+        if self.join_at[m].is_some_and(|t| t <= io.now) {
+            self.join(io, m);
+        }
         self.drain(io, m);
     }
 
     fn next_timer(&self, m: usize) -> Option<Time> {
-        self.engines[m].poll_timeout()
+        let t = self.engines[m].poll_timeout();
+        match self.join_at[m] {
+            Some(j) => Some(t.map_or(j, |t| t.min(j))),
+            None => t,
+        }
+    }
+
+    /// As the node does: a new engine with the next boot epoch, taught what
+    /// the store holds (`Engine::restore`), knowing nobody until a seed
+    /// answers its join.
+    fn restart(&mut self, io: &mut Io<Message>, m: usize) {
+        self.epoch[m] += 1;
+        let epoch = self.epoch[m];
+        let me = Member { state: MemberState::Alive, ..self.members[m].clone() };
+        let seed = splitmix(self.seed ^ m as u64 ^ (epoch << 40));
+        let mut e = Engine::new(self.cfg.clone(), me, epoch, seed, io.now);
+        if self.restore_on_restart {
+            for p in self.log.as_ref().map(|l| &l[m][..]).unwrap_or_default() {
+                e.restore(io.now, p);
+            }
+        }
+        self.engines[m] = e;
+        self.join(io, m);
+        self.drain(io, m);
+    }
+}
+
+impl Engines {
+    /// Every other machine is a seed (a small cluster's config lists them
+    /// all); the join is repeated while nobody has answered.
+    fn join(&mut self, io: &mut Io<Message>, m: usize) {
+        if self.engines[m].members().len() > 1 {
+            self.join_at[m] = None;
+            return;
+        }
+        self.join_at[m] = Some(io.now + JOIN_RETRY);
+        let msg = self.engines[m].join_message();
+        let bytes = encoded_len(self.ids[m], &msg);
+        for to in (0..self.ids.len()).filter(|t| *t != m) {
+            io.send(to, msg.clone(), kind_index(&msg), bytes);
+        }
     }
 }
 

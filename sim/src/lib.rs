@@ -6,6 +6,7 @@
 pub mod baseline;
 pub mod cli;
 pub mod engines;
+pub mod fuzz;
 pub mod metrics;
 pub mod net;
 pub mod plot;

@@ -3,8 +3,8 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::Parser;
 use purgesim::cli::{strategies, Cli, Cmd, RunArgs, SweepArgs};
-use purgesim::scenario::run_all;
-use purgesim::{plot, report, sweep};
+use purgesim::scenario::{run_all, Strategy};
+use purgesim::{fuzz, plot, report, sweep};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -12,7 +12,34 @@ fn main() -> anyhow::Result<()> {
         None => run(cli.run),
         Some(Cmd::Run(a)) => run(a),
         Some(Cmd::Sweep(a)) => run_sweep(a),
+        Some(Cmd::Fuzz(a)) => run_fuzz(a),
     }
+}
+
+fn run_fuzz(a: fuzz::FuzzArgs) -> anyhow::Result<()> {
+    let opts = fuzz::Options { strategies: strategies(&a.strategies)?, inject: a.inject, vary_config: a.vary_config };
+    if let Some(bad) = opts.strategies.iter().find(|s| !matches!(s, Strategy::Topology | Strategy::Gossip)) {
+        anyhow::bail!("fuzz runs the engines only (topology, gossip), not {}", bad.name());
+    }
+    let wall = Instant::now();
+    let ok = match a.replay {
+        Some(seed) => {
+            let (text, ok) = fuzz::replay_text(seed, &opts)?;
+            print!("{text}");
+            ok
+        }
+        None => {
+            let sum = fuzz::fuzz(a.seed, a.schedules, &opts, a.threads);
+            print!("{}", fuzz::summary_text(a.seed, &sum, &opts));
+            let secs = wall.elapsed().as_secs_f64();
+            eprintln!("{} schedules in {secs:.1} s wall: {:.0} events/s", sum.schedules, sum.events as f64 / secs);
+            sum.failures.is_empty()
+        }
+    };
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn run(a: RunArgs) -> anyhow::Result<()> {

@@ -111,6 +111,9 @@ pub fn report(name: &str, topo: &Topology, wl: &Workload, net: &Net, heals: &[Du
     let mut inv = Invariants::default();
     let mut applied_live = 0usize;
     for (p, spec) in wl.purges.iter().enumerate() {
+        if t.refused[p] {
+            continue;
+        }
         let row = &t.applied_at[p * n..(p + 1) * n];
         inv.applied_twice += t.apply_count[p * n..(p + 1) * n].iter().filter(|c| **c > 1).count();
         let o_pop = topo.pop_of(spec.origin);
@@ -140,14 +143,16 @@ pub fn report(name: &str, topo: &Topology, wl: &Workload, net: &Net, heals: &[Du
             }
         }
     }
-    let incomplete = t.purges - compl.len();
+    // Refused purges were never acknowledged: nobody owes them anything.
+    let accepted = t.purges - t.refused.iter().filter(|r| **r).count();
+    let incomplete = accepted - compl.len();
     let latency = Dist::of(&mut lat);
     let latency_bound = Dist::of(&mut lat_bound);
     let completion = Dist::of(&mut compl);
     let completion_bound = Dist::of(&mut compl_bound);
     compl_ratio.sort_by(f64::total_cmp);
     let median_ratio = compl_ratio.get(compl_ratio.len().saturating_sub(1) / 2).copied().unwrap_or(0.0);
-    let denom = (t.purges * (n - wl.crashed.iter().filter(|c| **c).count())).max(1) as f64;
+    let denom = (accepted * (n - wl.crashed.iter().filter(|c| **c).count())).max(1) as f64;
     let by_kind: Vec<KindCost> = t
         .sent
         .iter()
@@ -172,7 +177,7 @@ pub fn report(name: &str, topo: &Topology, wl: &Workload, net: &Net, heals: &[Du
         completion,
         completion_bound,
         incomplete_purges: incomplete,
-        delivery_ratio: round3(applied_live as f64 / (t.purges * live.len()).max(1) as f64 * 100.0) / 100.0,
+        delivery_ratio: round3(applied_live as f64 / (accepted * live.len()).max(1) as f64 * 100.0) / 100.0,
         msgs_per_purge_machine: round3(msgs as f64 / denom),
         bytes_per_purge_machine: round3(bytes as f64 / denom),
         by_kind,
@@ -189,7 +194,7 @@ fn heal_to_full(wl: &Workload, live: &[usize], t: &Trace, heal: Duration) -> Opt
     let heal = heal.as_micros() as u64;
     let mut last = heal;
     for (p, spec) in wl.purges.iter().enumerate() {
-        if spec.at.as_micros() >= heal {
+        if spec.at.as_micros() >= heal || t.refused[p] {
             continue;
         }
         for &m in live {
@@ -207,7 +212,7 @@ fn heal_to_full(wl: &Workload, live: &[usize], t: &Trace, heal: Duration) -> Opt
 pub fn latency_samples(wl: &Workload, t: &Trace) -> Vec<f64> {
     let n = t.machines;
     let mut out = Vec::new();
-    for (p, spec) in wl.purges.iter().enumerate() {
+    for (p, spec) in wl.purges.iter().enumerate().filter(|(p, _)| !t.refused[*p]) {
         for m in (0..n).filter(|m| wl.is_live(*m) && *m != spec.origin) {
             let at = t.applied_at[p * n + m];
             if at != u64::MAX {

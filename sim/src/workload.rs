@@ -46,6 +46,10 @@ pub struct Workload {
     pub crashed: Vec<bool>,
     /// Crash times of machines that die during the run.
     pub crash_at: Vec<Option<Time>>,
+    /// Restart times of machines that crash during the run and come back
+    /// (with what they had applied, as a node reloads its store), or that
+    /// were dead from the start and join.
+    pub restart_at: Vec<Option<Time>>,
 }
 
 impl Workload {
@@ -72,13 +76,13 @@ impl Workload {
         let purges = (0..p.purges)
             .map(|i| PurgeSpec { origin: live[rng.random_range(0..live.len())], at: start + p.interval * i as u32 })
             .collect();
-        Workload { purges, crashed, crash_at }
+        Workload { purges, crashed, crash_at, restart_at: vec![None; machines] }
     }
 
-    /// Machines that stay up for the whole run: the ones that must apply
-    /// every purge.
+    /// Machines up at the end of the run (never crashed, or restarted):
+    /// the ones that must apply every purge.
     pub fn is_live(&self, m: usize) -> bool {
-        !self.crashed[m] && self.crash_at[m].is_none()
+        self.restart_at[m].is_some() || (!self.crashed[m] && self.crash_at[m].is_none())
     }
 
     pub fn live_count(&self) -> usize {

@@ -15,6 +15,7 @@ pub struct Io<M> {
     pub now: Time,
     sends: Vec<(usize, M, usize, usize)>,
     applies: Vec<usize>,
+    refused: Option<usize>,
 }
 
 impl<M> Io<M> {
@@ -27,6 +28,12 @@ impl<M> Io<M> {
     pub fn apply(&mut self, purge: usize) {
         self.applies.push(purge);
     }
+
+    /// The origin turned purge number `purge` down (a node that has not
+    /// joined yet does): nobody owes it anything.
+    pub fn refuse(&mut self, purge: usize) {
+        self.refused = Some(purge);
+    }
 }
 
 pub trait Protocol {
@@ -37,6 +44,9 @@ pub trait Protocol {
     fn on_message(&mut self, io: &mut Io<Self::Msg>, to: usize, from: usize, msg: Self::Msg);
     fn on_timer(&mut self, io: &mut Io<Self::Msg>, m: usize);
     fn next_timer(&self, m: usize) -> Option<Time>;
+    /// Machine `m` comes back after a crash. Protocols without state to
+    /// restore simply resume.
+    fn restart(&mut self, _io: &mut Io<Self::Msg>, _m: usize) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +85,8 @@ pub struct Trace {
     pub applied_at: Vec<u64>,
     /// How many times each (purge, machine) was applied.
     pub apply_count: Vec<u8>,
+    /// Purges their origin turned down, or that found it down.
+    pub refused: Vec<bool>,
     /// Per message kind: (name, count, bytes), counted from the first purge.
     pub sent: Vec<(&'static str, u64, u64)>,
     pub events: u64,
@@ -92,6 +104,7 @@ enum Ev {
     Deliver { to: u32, from: u32, slot: u32 },
     Timer { m: u32 },
     Crash(u32),
+    Restart(u32),
 }
 
 struct Driver<'a, P: Protocol> {
@@ -130,12 +143,13 @@ pub fn run<P: Protocol>(topo: &Topology, wl: &Workload, p: &RunParams, proto: &m
         busy: vec![Time::ZERO; n],
         down: wl.crashed.clone(),
         timer_at: vec![None; n],
-        io: Io { now: Time::ZERO, sends: Vec::new(), applies: Vec::new() },
+        io: Io { now: Time::ZERO, sends: Vec::new(), applies: Vec::new(), refused: None },
         trace: Trace {
             machines: n,
             purges,
             applied_at: vec![u64::MAX; n * purges],
             apply_count: vec![0; n * purges],
+            refused: vec![false; purges],
             sent: kinds.iter().map(|k| (*k, 0, 0)).collect(),
             events: 0,
             end: Time::ZERO,
@@ -186,6 +200,9 @@ impl<P: Protocol> Driver<'_, P> {
             if let Some(at) = self.wl.crash_at[m] {
                 self.push(at, Ev::Crash(m as u32));
             }
+            if let Some(at) = self.wl.restart_at[m] {
+                self.push(at, Ev::Restart(m as u32));
+            }
         }
         for (i, s) in self.wl.purges.iter().enumerate() {
             self.push(s.at, Ev::Originate(i as u32));
@@ -210,6 +227,10 @@ impl<P: Protocol> Driver<'_, P> {
                         self.proto.originate(&mut self.io, m, i);
                         self.finish(m, false);
                     }
+                    if self.down[m] || self.io.refused.take().is_some() {
+                        self.trace.refused[i] = true;
+                        self.missing -= self.wl.live_count();
+                    }
                 }
                 Ev::Deliver { to, from, slot } => {
                     let (to, from) = (to as usize, from as usize);
@@ -233,6 +254,15 @@ impl<P: Protocol> Driver<'_, P> {
                     self.finish(m, true);
                 }
                 Ev::Crash(m) => self.down[m as usize] = true,
+                Ev::Restart(m) => {
+                    let m = m as usize;
+                    self.down[m] = false;
+                    // Timers armed before the crash died with the machine.
+                    self.timer_at[m] = None;
+                    self.begin(m, at, Duration::ZERO);
+                    self.proto.restart(&mut self.io, m);
+                    self.finish(m, false);
+                }
             }
             if self.missing == 0 && self.trace.all_applied_at.is_none() {
                 self.trace.all_applied_at = Some(at);

@@ -13,6 +13,7 @@ fn one_purge_from_machine_0(n: usize) -> Workload {
         purges: vec![PurgeSpec { origin: 0, at: Time::from_millis(1000) }],
         crashed: vec![false; n],
         crash_at: vec![None; n],
+        restart_at: vec![None; n],
     }
 }
 

@@ -1,0 +1,168 @@
+//! Running a schedule and checking the invariants; many in parallel.
+
+use std::time::Duration;
+
+use purgecast_core::{Config, Strategy as CoreStrategy};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{generate, Inject, Options, Schedule};
+use crate::engines::{EngineCounters, Engines};
+use crate::metrics::{report, Report};
+use crate::net::Net;
+use crate::scenario::{par_map, Strategy};
+use crate::world::run;
+
+/// What one strategy did on one schedule.
+pub struct Run {
+    pub report: Report,
+    pub counters: EngineCounters,
+    /// From the last fault until every machine had every purge; None if
+    /// that never happened within the run.
+    pub settle: Option<Duration>,
+    /// Purges refused by their origin (down, or restarted and alone).
+    pub refused: usize,
+    /// Purges accepted by a restarted machine (on its new stream).
+    pub after_restart: usize,
+}
+
+pub fn run_schedule(s: &Schedule, strategy: Strategy, opts: &Options) -> Run {
+    let core = if strategy == Strategy::Gossip { CoreStrategy::Gossip } else { CoreStrategy::Topology };
+    let cfg = Config { strategy: core, ..s.scn.config.clone() };
+    let mut p = Engines::new(&s.scn.topo, &s.wl, &cfg, s.seed);
+    p.restore_on_restart = opts.inject != Some(Inject::ForgetOnRestart);
+    let t = run(&s.scn.topo, &s.wl, &s.scn.run, &mut p);
+    let net = Net::new(&s.scn.topo, s.scn.run.net.clone(), s.seed);
+    let report = report(strategy.name(), &s.scn.topo, &s.wl, &net, &s.scn.heals(), &t);
+    let settle = t.all_applied_at.map(|at| if at > s.quiet { at.since(s.quiet) } else { Duration::ZERO });
+    let restarted = |i: usize| {
+        let spec = &s.wl.purges[i];
+        s.wl.restart_at[spec.origin].is_some_and(|r| spec.at >= r) && !t.refused[i]
+    };
+    let after_restart = (0..t.purges).filter(|i| restarted(*i)).count();
+    let refused = t.refused.iter().filter(|r| **r).count();
+    Run { report, counters: p.counters.clone(), settle, refused, after_restart }
+}
+
+/// The invariants, as one line per violation.
+pub fn problems(s: &Schedule, r: &Run) -> Vec<String> {
+    let mut out = Vec::new();
+    let (inv, c, name) = (&r.report.invariants, &r.counters, &r.report.strategy);
+    if inv.applied_twice > 0 {
+        out.push(format!("{name}: {} (purge, machine) pairs applied more than once", inv.applied_twice));
+    }
+    match r.settle {
+        None => out.push(format!(
+            "{name}: {} (purge, live machine) pairs never applied ({} ms after the last fault)",
+            inv.missing,
+            (s.bound * 3).as_millis()
+        )),
+        Some(d) if d > s.bound => out.push(format!(
+            "{name}: delivery complete {} ms after the last fault, bound {} ms",
+            d.as_millis(),
+            s.bound.as_millis()
+        )),
+        Some(_) => {}
+    }
+    if c.rejected > 0 || c.unknown > 0 || c.flushes > 0 {
+        out.push(format!("{name}: engine counters {c:?}"));
+    }
+    out
+}
+
+/// The outcome of one schedule over every strategy asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    pub seed: u64,
+    pub problems: Vec<String>,
+    pub worst_settle: Option<Duration>,
+    /// Worst time from a partition's heal to full delivery (ms).
+    pub worst_heal_ms: Option<f64>,
+    pub events: u64,
+    pub refused: usize,
+    pub after_restart: usize,
+}
+
+impl Checked {
+    pub(super) fn new(seed: u64) -> Checked {
+        Checked {
+            seed,
+            problems: Vec::new(),
+            worst_settle: None,
+            worst_heal_ms: None,
+            events: 0,
+            refused: 0,
+            after_restart: 0,
+        }
+    }
+}
+
+pub fn check(seed: u64, opts: &Options) -> Checked {
+    let s = match generate(seed, opts) {
+        Ok(s) => s,
+        Err(e) => return Checked { problems: vec![format!("cannot build the schedule: {e}")], ..Checked::new(seed) },
+    };
+    let mut c = Checked::new(seed);
+    for &st in &opts.strategies {
+        let r = run_schedule(&s, st, opts);
+        c.problems.extend(problems(&s, &r));
+        c.worst_settle = c.worst_settle.max(r.settle);
+        for h in r.report.heal_to_full_ms.iter().flatten() {
+            c.worst_heal_ms = Some(c.worst_heal_ms.map_or(*h, |w: f64| w.max(*h)));
+        }
+        c.events += r.report.events;
+        c.refused += r.refused;
+        c.after_restart += r.after_restart;
+    }
+    c
+}
+
+/// Schedule seeds drawn from the master seed.
+pub fn seeds(master: u64, n: usize) -> Vec<u64> {
+    let mut rng = StdRng::seed_from_u64(master);
+    (0..n).map(|_| rng.random()).collect()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub schedules: usize,
+    pub failures: Vec<Checked>,
+    /// Worst settle time and its schedule.
+    pub worst_settle: Option<(Duration, u64)>,
+    pub worst_heal_ms: Option<(f64, u64)>,
+    pub events: u64,
+    pub refused: usize,
+    pub after_restart: usize,
+}
+
+pub fn fuzz(master: u64, n: usize, opts: &Options, threads: usize) -> Summary {
+    let all = par_map(&seeds(master, n), threads, |s| check(*s, opts));
+    let mut sum = Summary {
+        schedules: n,
+        failures: Vec::new(),
+        worst_settle: None,
+        worst_heal_ms: None,
+        events: 0,
+        refused: 0,
+        after_restart: 0,
+    };
+    for c in all {
+        sum.events += c.events;
+        sum.refused += c.refused;
+        sum.after_restart += c.after_restart;
+        if let Some(d) = c.worst_settle {
+            if sum.worst_settle.is_none_or(|(w, _)| d > w) {
+                sum.worst_settle = Some((d, c.seed));
+            }
+        }
+        if let Some(h) = c.worst_heal_ms {
+            if sum.worst_heal_ms.is_none_or(|(w, _)| h > w) {
+                sum.worst_heal_ms = Some((h, c.seed));
+            }
+        }
+        if !c.problems.is_empty() {
+            sum.failures.push(c);
+        }
+    }
+    sum
+}
