@@ -16,6 +16,10 @@ use crate::store::Store;
 
 /// Largest number of purges written in one batch.
 const MAX_BATCH: usize = 1024;
+/// Jobs queued for the worker. When it is full the driver keeps the rest
+/// and stops reading from peers and clients until the worker catches up:
+/// backpressure, never a dropped purge (the engine already counts it seen).
+pub const QUEUE: usize = 4 * MAX_BATCH;
 
 pub enum Job {
     /// The store syncs every batch (`StoreOptions::sync`), so a client gets
@@ -35,8 +39,8 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-pub fn spawn(store: Arc<Store>, retention: Duration, done: mpsc::UnboundedSender<Done>) -> std_mpsc::Sender<Job> {
-    let (tx, rx) = std_mpsc::channel::<Job>();
+pub fn spawn(store: Arc<Store>, retention: Duration, done: mpsc::UnboundedSender<Done>) -> std_mpsc::SyncSender<Job> {
+    let (tx, rx) = std_mpsc::sync_channel::<Job>(QUEUE);
     let spawned = std::thread::Builder::new().name("purgecast-apply".into()).spawn(move || {
         let mut last_upkeep = Instant::now();
         loop {

@@ -1,7 +1,7 @@
 //! The protocol loop: owns the engine and feeds it the network, the API,
 //! the apply worker and the clock. One task, so the engine needs no lock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc as std_mpsc;
 use std::time::Instant;
 
@@ -57,7 +57,9 @@ impl Handle {
 pub struct Driver {
     engine: Engine,
     transport: Transport,
-    apply: std_mpsc::Sender<Job>,
+    apply: std_mpsc::SyncSender<Job>,
+    /// Jobs the full apply queue could not take yet, in order.
+    backlog: VecDeque<Job>,
     started: Instant,
     waiting: HashMap<PurgeId, (oneshot::Sender<Result<Accepted, DriverError>>, Accepted)>,
     seeds: Vec<String>,
@@ -80,7 +82,7 @@ impl Driver {
     pub fn new(
         engine: Engine,
         transport: Transport,
-        apply: std_mpsc::Sender<Job>,
+        apply: std_mpsc::SyncSender<Job>,
         started: Instant,
         seeds: Vec<String>,
     ) -> Driver {
@@ -88,7 +90,16 @@ impl Driver {
         // must not count itself as a way into the cluster.
         let own = engine.me().peer_addr.clone();
         let seeds = seeds.into_iter().filter(|s| *s != own).collect();
-        Driver { engine, transport, apply, started, waiting: HashMap::new(), seeds, next_join: Time::ZERO }
+        Driver {
+            engine,
+            transport,
+            apply,
+            backlog: VecDeque::new(),
+            started,
+            waiting: HashMap::new(),
+            seeds,
+            next_join: Time::ZERO,
+        }
     }
 
     fn now(&self) -> Time {
@@ -101,14 +112,26 @@ impl Driver {
             let wake =
                 self.engine.poll_timeout().unwrap_or(now + std::time::Duration::from_secs(1)).min(self.next_join);
             let sleep = tokio::time::sleep(wake.since(now));
+            // With applies backed up, new work waits: peers' frames back up
+            // into QUIC flow control and their bounded send queues.
+            let open = self.backlog.is_empty();
             tokio::select! {
-                Some(frame) = ch.inbound.recv() => self.on_frame(frame),
+                Some(frame) = ch.inbound.recv(), if open => self.on_frame(frame),
                 Some(done) = ch.done.recv() => self.on_done(done),
-                Some(cmd) = ch.commands.recv() => self.on_command(cmd),
+                Some(cmd) = ch.commands.recv(), if open => self.on_command(cmd),
                 _ = sleep => {}
                 _ = ch.shutdown.changed() => {
                     self.engine.leave();
                     self.drain();
+                    // Purges taken from peers but still backed up would be
+                    // fetched again after restart; hand them over if we can.
+                    for _ in 0..300 {
+                        if self.backlog.is_empty() {
+                            break;
+                        }
+                        self.submit_backlog();
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                     return;
                 }
@@ -120,6 +143,7 @@ impl Driver {
             if now >= self.next_join {
                 self.join_if_alone(now);
             }
+            self.submit_backlog();
             self.drain();
         }
     }
@@ -217,16 +241,10 @@ impl Driver {
                     metrics::counter!("purgecast_peer_messages_sent_total", "kind" => msg.kind()).increment(1);
                     self.transport.send(&addr, Bytes::from(bytes));
                 }
-                Output::Apply { purge } => {
-                    if self.apply.send(Job::Apply { purge }).is_err() {
-                        tracing::error!("apply worker is gone");
-                    }
-                }
+                Output::Apply { purge } => self.submit(Job::Apply { purge }),
                 Output::Flush { stream, missed_through } => {
                     let reason = format!("missed purges of stream {stream} up to seq {missed_through}");
-                    if self.apply.send(Job::Flush { reason }).is_err() {
-                        tracing::error!("apply worker is gone");
-                    }
+                    self.submit(Job::Flush { reason });
                 }
                 Output::Event(e) => self.on_event(e),
             }
@@ -236,6 +254,39 @@ impl Driver {
         metrics::counter!("purgecast_purges_caught_up_total").absolute(s.caught_up);
         metrics::counter!("purgecast_purges_received_total").absolute(s.received_new);
         metrics::gauge!("purgecast_purges_retained").set(self.engine.retained() as f64);
+    }
+
+    fn submit(&mut self, job: Job) {
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(job);
+            return;
+        }
+        match self.apply.try_send(job) {
+            Ok(()) => {}
+            Err(std_mpsc::TrySendError::Full(job)) => {
+                tracing::debug!(queue = applier::QUEUE, "apply queue full; pausing intake");
+                self.backlog.push_back(job);
+            }
+            Err(std_mpsc::TrySendError::Disconnected(_)) => tracing::error!("apply worker is gone"),
+        }
+    }
+
+    /// Moves what the worker has room for from the backlog into its queue.
+    fn submit_backlog(&mut self) {
+        while let Some(job) = self.backlog.pop_front() {
+            match self.apply.try_send(job) {
+                Ok(()) => {}
+                Err(std_mpsc::TrySendError::Full(job)) => {
+                    self.backlog.push_front(job);
+                    break;
+                }
+                Err(std_mpsc::TrySendError::Disconnected(_)) => {
+                    tracing::error!("apply worker is gone");
+                    self.backlog.clear();
+                }
+            }
+        }
+        metrics::gauge!("purgecast_apply_backlog").set(self.backlog.len() as f64);
     }
 
     fn on_event(&mut self, e: Event) {
