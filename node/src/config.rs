@@ -30,6 +30,10 @@ pub struct NodeConfig {
     pub advertise_peer: Option<String>,
     /// gRPC API address.
     pub listen_api: SocketAddr,
+    /// API address shown to other members and clients (host:port). Defaults
+    /// to `listen_api`, or, when that binds every interface, to the host of
+    /// `advertise_peer` with the API port.
+    pub advertise_api: Option<String>,
     /// Prometheus metrics and health checks (HTTP).
     pub listen_metrics: SocketAddr,
     pub data_dir: PathBuf,
@@ -100,6 +104,7 @@ impl Default for NodeConfig {
             listen_peer: SocketAddr::from(([127, 0, 0, 1], 7200)),
             advertise_peer: None,
             listen_api: SocketAddr::from(([127, 0, 0, 1], 7100)),
+            advertise_api: None,
             listen_metrics: SocketAddr::from(([127, 0, 0, 1], 7300)),
             data_dir: PathBuf::from("./data"),
             seeds: Vec::new(),
@@ -122,6 +127,21 @@ impl NodeConfig {
 
     pub fn advertise(&self) -> String {
         self.advertise_peer.clone().unwrap_or_else(|| self.listen_peer.to_string())
+    }
+
+    pub fn advertise_api(&self) -> String {
+        if let Some(a) = &self.advertise_api {
+            return a.clone();
+        }
+        if !self.listen_api.ip().is_unspecified() {
+            return self.listen_api.to_string();
+        }
+        // "host:port" or "[v6]:port": keep the host as written.
+        let peer = self.advertise();
+        match peer.rsplit_once(':') {
+            Some((host, _)) if !host.is_empty() => format!("{host}:{}", self.listen_api.port()),
+            _ => self.listen_api.to_string(),
+        }
     }
 
     /// Checks what serde cannot: values that parse but make no sense.
@@ -186,6 +206,19 @@ mod tests {
         let text = toml::to_string(&c).unwrap();
         let back: NodeConfig = toml::from_str(&text).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn the_api_is_advertised_where_clients_can_reach_it() {
+        let mut c = NodeConfig::default();
+        assert_eq!(c.advertise_api(), "127.0.0.1:7100");
+        c.listen_api = "0.0.0.0:7100".parse().unwrap();
+        c.advertise_peer = Some("node-1:7200".into());
+        assert_eq!(c.advertise_api(), "node-1:7100");
+        c.advertise_peer = Some("[fd00::1]:7200".into());
+        assert_eq!(c.advertise_api(), "[fd00::1]:7100");
+        c.advertise_api = Some("api.node-1.example:443".into());
+        assert_eq!(c.advertise_api(), "api.node-1.example:443");
     }
 
     #[test]

@@ -40,6 +40,8 @@ struct RunArgs {
     advertise_peer: Option<String>,
     #[arg(long, env = "PURGECAST_LISTEN_API")]
     listen_api: Option<std::net::SocketAddr>,
+    #[arg(long, env = "PURGECAST_ADVERTISE_API")]
+    advertise_api: Option<String>,
     #[arg(long, env = "PURGECAST_LISTEN_METRICS")]
     listen_metrics: Option<std::net::SocketAddr>,
     #[arg(long, env = "PURGECAST_DATA_DIR")]
@@ -99,6 +101,9 @@ impl RunArgs {
              api_tokens => c.api_tokens, log_format => c.log_format);
         if self.advertise_peer.is_some() {
             c.advertise_peer = self.advertise_peer;
+        }
+        if self.advertise_api.is_some() {
+            c.advertise_api = self.advertise_api;
         }
         if self.wan_emulation.is_some() {
             c.wan_emulation = self.wan_emulation;

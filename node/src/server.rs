@@ -66,7 +66,7 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
         id: NodeId::from_name(&cfg.name),
         name: cfg.name.clone(),
         peer_addr: cfg.advertise(),
-        api_addr: cfg.listen_api.to_string(),
+        api_addr: cfg.advertise_api(),
         location: Location { pop: cfg.pop.clone(), region: cfg.region.clone() },
         incarnation: 0,
         state: MemberState::Alive,
