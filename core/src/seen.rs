@@ -2,7 +2,8 @@
 //! set that drops duplicates, and the retained purges it can serve to peers
 //! that missed them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::id::{PurgeId, StreamId};
@@ -16,8 +17,11 @@ struct Stream {
     contiguous: u64,
     /// Seen seqs above `contiguous` (arrived out of order).
     above: BTreeSet<u64>,
-    /// Retained purges by seq, with the time they were seen.
-    log: BTreeMap<u64, (Time, Purge)>,
+    /// Retained purges sorted by seq, with the time they were seen. A
+    /// deque, not a map: purges mostly arrive in order, a stream often
+    /// holds one or two, and a B-tree node per stream costs ~1 KB. The
+    /// purge itself is shared with the message it came in.
+    log: VecDeque<(Time, Arc<Purge>)>,
     /// Highest seq dropped from `log` by retention: a peer behind this
     /// cannot catch up on this stream any more.
     pruned_through: u64,
@@ -38,12 +42,23 @@ impl Stream {
     fn has(&self, seq: u64) -> bool {
         seq <= self.contiguous || self.above.contains(&seq)
     }
+
+    /// Index of the first retained purge with a seq above `seq`.
+    fn after(&self, seq: u64) -> usize {
+        self.log.partition_point(|(_, p)| p.seq <= seq)
+    }
+
+    fn pop_oldest(&mut self) -> Option<Arc<Purge>> {
+        let (_, p) = self.log.pop_front()?;
+        self.pruned_through = self.pruned_through.max(p.seq);
+        Some(p)
+    }
 }
 
 /// Result of comparing a peer's digest with what we hold.
 #[derive(Debug, Default)]
 pub struct Gap {
-    pub purges: Vec<Purge>,
+    pub purges: Vec<Arc<Purge>>,
     pub expired: Vec<Watermark>,
 }
 
@@ -60,7 +75,7 @@ impl Seen {
     }
 
     /// Records a purge; false if it was already seen (by id or position).
-    pub fn insert(&mut self, now: Time, purge: &Purge) -> bool {
+    pub fn insert(&mut self, now: Time, purge: &Arc<Purge>) -> bool {
         if self.ids.contains_key(&purge.id) {
             return false;
         }
@@ -70,7 +85,8 @@ impl Seen {
         }
         st.mark(purge.seq);
         st.last_seen = st.last_seen.max(now);
-        st.log.insert(purge.seq, (now, purge.clone()));
+        let at = st.after(purge.seq);
+        st.log.insert(at, (now, Arc::clone(purge)));
         self.ids.insert(purge.id, purge.stream);
         self.retained += 1;
         true
@@ -121,11 +137,11 @@ impl Seen {
             if st.above.last().map_or(st.contiguous, |s| (*s).max(st.contiguous)) <= their {
                 continue;
             }
-            for (_, (_, p)) in st.log.range(their + 1..) {
+            for (_, p) in st.log.range(st.after(their)..) {
                 if gap.purges.len() >= limit {
                     return gap;
                 }
-                gap.purges.push(p.clone());
+                gap.purges.push(Arc::clone(p));
             }
         }
         gap
@@ -155,29 +171,20 @@ impl Seen {
         let over = self.retained.saturating_sub(max);
         // Age first; then, if still over the cap, oldest-first across streams.
         for st in self.streams.values_mut() {
-            while let Some((&seq, (t, _))) = st.log.first_key_value() {
-                if *t >= cutoff {
-                    break;
-                }
-                if let Some((_, (_, p))) = st.log.pop_first() {
+            while st.log.front().is_some_and(|(t, _)| *t < cutoff) {
+                if let Some(p) = st.pop_oldest() {
                     self.ids.remove(&p.id);
+                    dropped += 1;
                 }
-                st.pruned_through = st.pruned_through.max(seq);
-                dropped += 1;
             }
         }
         let mut excess = over.saturating_sub(dropped);
         while excess > 0 {
-            let oldest = self
-                .streams
-                .iter()
-                .filter_map(|(sid, st)| st.log.first_key_value().map(|(_, (t, _))| (*t, *sid)))
-                .min();
+            let oldest = self.streams.iter().filter_map(|(sid, st)| st.log.front().map(|(t, _)| (*t, *sid))).min();
             let Some((_, sid)) = oldest else { break };
             let Some(st) = self.streams.get_mut(&sid) else { break };
-            if let Some((seq, (_, p))) = st.log.pop_first() {
+            if let Some(p) = st.pop_oldest() {
                 self.ids.remove(&p.id);
-                st.pruned_through = st.pruned_through.max(seq);
                 dropped += 1;
                 excess -= 1;
             }
@@ -208,15 +215,15 @@ mod tests {
     use crate::purge::Mode;
     use crate::selector::Selector;
 
-    fn p(stream: StreamId, seq: u64) -> Purge {
-        Purge {
+    fn p(stream: StreamId, seq: u64) -> Arc<Purge> {
+        Arc::new(Purge {
             id: PurgeId(u128::from(stream.origin.0) << 64 | u128::from(seq)),
             stream,
             seq,
             selectors: vec![Selector::Everything],
             mode: Mode::Hard,
             issued_at_ms: 0,
-        }
+        })
     }
 
     #[test]
