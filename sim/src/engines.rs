@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 
 use purgecast_core::wire::encoded_len;
-use purgecast_core::{Config, Engine, Event, MemberState, Message, Mode, NodeId, Output, PurgeId, Selector, Time};
+use purgecast_core::{
+    Config, Engine, Event, Member, MemberState, Message, Mode, NodeId, Output, PurgeId, Selector, Time,
+};
 
 use crate::topology::Topology;
 use crate::workload::Workload;
@@ -61,11 +63,14 @@ impl Engines {
         let members: Vec<_> = (0..n)
             .map(|m| topo.member(m, if wl.crashed[m] { MemberState::Dead } else { MemberState::Alive }))
             .collect();
+        // Added in id order, each view's sorted member list only appends.
+        let mut sorted: Vec<&Member> = members.iter().collect();
+        sorted.sort_by_key(|m| m.id);
         let mut engines = Vec::with_capacity(n);
         for (m, me) in members.iter().enumerate() {
             let mut e = Engine::new(cfg.clone(), me.clone(), 1, splitmix(seed ^ m as u64), Time::ZERO);
-            for other in &members {
-                e.add_member(other.clone());
+            for other in &sorted {
+                e.add_member((*other).clone());
             }
             engines.push(e);
         }
