@@ -12,11 +12,10 @@ use crate::purge::Purge;
 use crate::time::Time;
 
 /// What digests read of a stream, kept apart from the rest so that the walks
-/// over every stream (two per anti-entropy exchange) read one small
-/// contiguous array instead of chasing a tree of large nodes.
-#[derive(Debug, Clone, Copy)]
+/// over every stream (two per anti-entropy exchange) read small arrays
+/// instead of chasing a tree of large nodes.
+#[derive(Debug, Clone, Copy, Default)]
 struct Head {
-    stream: StreamId,
     /// Every seq in 1..=contiguous has been seen.
     contiguous: u64,
     /// Highest seq seen (or skipped to): max(contiguous, above).
@@ -24,8 +23,6 @@ struct Head {
     /// Highest seq dropped from the log by retention: a peer behind this
     /// cannot catch up on this stream any more.
     pruned_through: u64,
-    /// Index of the rest of the stream in `Seen::bodies`.
-    body: u32,
 }
 
 #[derive(Debug, Default)]
@@ -47,9 +44,8 @@ impl Body {
     }
 }
 
-/// Streams added since the sorted array was last merged stay in a short
-/// unsorted list: a new stream (a new origin) would otherwise shift half
-/// the array.
+/// Streams added since `order` was last sorted stay in a short unsorted
+/// tail, merged when it fills or before a walk.
 const FRESH_MAX: usize = 16;
 
 /// Result of comparing a peer's digest with what we hold.
@@ -59,14 +55,18 @@ pub struct Gap {
     pub expired: Vec<Watermark>,
 }
 
+/// Streams are numbered in order of arrival: `heads[i]` and `bodies[i]` are
+/// stream i, `index` finds i by id, and `order` lists (id, i) sorted by id
+/// for digests.
 #[derive(Debug, Default)]
 pub struct Seen {
     ids: HashMap<PurgeId, StreamId>,
-    /// Sorted by stream.
+    index: HashMap<StreamId, u32>,
     heads: Vec<Head>,
-    /// Not yet merged into `heads`, at most FRESH_MAX.
-    fresh: Vec<Head>,
     bodies: Vec<Body>,
+    /// Sorted by stream up to `sorted`, then at most FRESH_MAX new ones.
+    order: Vec<(StreamId, u32)>,
+    sorted: usize,
     retained: usize,
     /// At most the earliest time a log's first entry was seen: while it is
     /// within retention, pruning by age has nothing to do.
@@ -81,63 +81,52 @@ impl Seen {
     }
 
     fn head(&self, stream: StreamId) -> Option<&Head> {
-        match self.heads.binary_search_by_key(&stream, |h| h.stream) {
-            Ok(i) => Some(&self.heads[i]),
-            Err(_) => self.fresh.iter().find(|h| h.stream == stream),
-        }
+        self.index.get(&stream).map(|i| &self.heads[*i as usize])
     }
 
-    /// Where a stream's head is, `(in fresh, index)`; added empty if new.
-    fn locate_or_add(&mut self, stream: StreamId) -> (bool, usize) {
-        if let Ok(i) = self.heads.binary_search_by_key(&stream, |h| h.stream) {
-            return (false, i);
+    /// The stream's number, added empty if new.
+    fn number(&mut self, stream: StreamId) -> usize {
+        if let Some(i) = self.index.get(&stream) {
+            return *i as usize;
         }
-        if let Some(i) = self.fresh.iter().position(|h| h.stream == stream) {
-            return (true, i);
-        }
-        if self.fresh.len() >= FRESH_MAX {
+        if self.order.len() - self.sorted >= FRESH_MAX {
             self.settle();
         }
-        let body = self.bodies.len() as u32;
+        let i = self.heads.len();
+        self.heads.push(Head::default());
         self.bodies.push(Body::default());
-        self.fresh.push(Head { stream, contiguous: 0, top: 0, pruned_through: 0, body });
-        (true, self.fresh.len() - 1)
+        self.index.insert(stream, i as u32);
+        self.order.push((stream, i as u32));
+        i
     }
 
-    /// The stream's head and body, created empty if new.
-    fn stream_mut(&mut self, stream: StreamId) -> (&mut Head, &mut Body) {
-        let (in_fresh, i) = self.locate_or_add(stream);
-        let head = if in_fresh { &mut self.fresh[i] } else { &mut self.heads[i] };
-        let body = &mut self.bodies[head.body as usize];
-        (head, body)
-    }
-
-    /// Merges the fresh streams into the sorted array (a sorted run plus
-    /// a short tail: one merge pass).
+    /// Sorts the new streams into `order` (a sorted run plus a short tail:
+    /// one merge pass).
     fn settle(&mut self) {
-        if !self.fresh.is_empty() {
-            self.heads.append(&mut self.fresh);
-            self.heads.sort_by_key(|h| h.stream);
+        if self.sorted < self.order.len() {
+            self.order.sort_by_key(|(s, _)| *s);
+            self.sorted = self.order.len();
         }
     }
 
-    /// Every stream's head in stream order; `f` returns false to stop.
-    fn each_head(&self, mut f: impl FnMut(&Head) -> bool) {
-        let mut fresh: Vec<&Head> = self.fresh.iter().collect();
-        fresh.sort_by_key(|h| h.stream);
+    /// Every stream in id order, with its number; `f` returns false to
+    /// stop.
+    fn each_stream(&self, mut f: impl FnMut(StreamId, usize) -> bool) {
+        let mut fresh = self.order[self.sorted..].to_vec();
+        fresh.sort_by_key(|(s, _)| *s);
         let mut fresh = fresh.into_iter().peekable();
-        for h in &self.heads {
-            while let Some(x) = fresh.next_if(|x| x.stream < h.stream) {
-                if !f(x) {
+        for &(s, i) in &self.order[..self.sorted] {
+            while let Some((x, j)) = fresh.next_if(|(x, _)| *x < s) {
+                if !f(x, j as usize) {
                     return;
                 }
             }
-            if !f(h) {
+            if !f(s, i as usize) {
                 return;
             }
         }
-        for x in fresh {
-            if !f(x) {
+        for (x, j) in fresh {
+            if !f(x, j as usize) {
                 return;
             }
         }
@@ -148,7 +137,8 @@ impl Seen {
         if self.ids.contains_key(&purge.id) {
             return false;
         }
-        let (head, body) = self.stream_mut(purge.stream);
+        let i = self.number(purge.stream);
+        let (head, body) = (&mut self.heads[i], &mut self.bodies[i]);
         let seq = purge.seq;
         if seq <= head.contiguous || body.above.contains(&seq) {
             // The stream may have just been created, empty.
@@ -170,9 +160,9 @@ impl Seen {
     }
 
     pub fn watermarks(&self) -> Vec<Watermark> {
-        let mut out = Vec::with_capacity(self.heads.len() + self.fresh.len());
-        self.each_head(|h| {
-            out.push(Watermark { stream: h.stream, seq: h.contiguous });
+        let mut out = Vec::with_capacity(self.heads.len());
+        self.each_stream(|stream, i| {
+            out.push(Watermark { stream, seq: self.heads[i].contiguous });
             true
         });
         out
@@ -203,23 +193,24 @@ impl Seen {
         };
         let mut at = 0;
         let mut gap = Gap::default();
-        self.each_head(|h| {
-            while at < theirs.len() && theirs[at].stream < h.stream {
+        self.each_stream(|stream, i| {
+            let h = &self.heads[i];
+            while at < theirs.len() && theirs[at].stream < stream {
                 at += 1;
             }
             let their = match theirs.get(at) {
-                Some(w) if w.stream == h.stream => w.seq,
+                Some(w) if w.stream == stream => w.seq,
                 _ => 0,
             };
             if their < h.pruned_through {
-                gap.expired.push(Watermark { stream: h.stream, seq: h.pruned_through });
+                gap.expired.push(Watermark { stream, seq: h.pruned_through });
             }
             // Usually the peer is level with us: skip the log (it holds
             // only seen seqs, all <= top).
             if h.top <= their {
                 return true;
             }
-            let body = &self.bodies[h.body as usize];
+            let body = &self.bodies[i];
             for (_, p) in body.log.range(body.after(their)..) {
                 if gap.purges.len() >= limit {
                     return false;
@@ -235,7 +226,8 @@ impl Seen {
     /// the index holds nothing those purges could still remove.
     pub fn skip_to(&mut self, stream: StreamId, seq: u64) -> bool {
         self.maybe_empty = true;
-        let (head, body) = self.stream_mut(stream);
+        let i = self.number(stream);
+        let (head, body) = (&mut self.heads[i], &mut self.bodies[i]);
         if head.contiguous >= seq {
             return false;
         }
@@ -252,10 +244,10 @@ impl Seen {
     /// Drops the first purge of a stream's log.
     fn pop_first(&mut self, i: usize) -> bool {
         let h = &mut self.heads[i];
-        let Some((_, p)) = self.bodies[h.body as usize].log.pop_front() else { return false };
+        let Some((_, p)) = self.bodies[i].log.pop_front() else { return false };
         h.pruned_through = h.pruned_through.max(p.seq);
         self.ids.remove(&p.id);
-        if self.bodies[h.body as usize].log.is_empty() {
+        if self.bodies[i].log.is_empty() {
             self.maybe_empty = true;
         }
         true
@@ -273,12 +265,11 @@ impl Seen {
         if !by_age && over == 0 && !self.maybe_empty {
             return 0;
         }
-        self.settle();
         let mut dropped = 0;
         // Age first; then, if still over the cap, oldest-first across streams.
         if by_age {
             for i in 0..self.heads.len() {
-                while self.bodies[self.heads[i].body as usize].log.front().is_some_and(|(t, _)| *t < cutoff) {
+                while self.bodies[i].log.front().is_some_and(|(t, _)| *t < cutoff) {
                     if self.pop_first(i) {
                         dropped += 1;
                     }
@@ -287,10 +278,12 @@ impl Seen {
         }
         let mut excess = over.saturating_sub(dropped);
         while excess > 0 {
-            let oldest = (0..self.heads.len())
-                .filter_map(|i| self.bodies[self.heads[i].body as usize].log.front().map(|(t, _)| (*t, i)))
-                .min_by_key(|(t, i)| (*t, self.heads[*i].stream));
-            let Some((_, i)) = oldest else { break };
+            let oldest = self
+                .order
+                .iter()
+                .filter_map(|(s, i)| self.bodies[*i as usize].log.front().map(|(t, _)| (*t, *s, *i as usize)))
+                .min();
+            let Some((_, _, i)) = oldest else { break };
             if self.pop_first(i) {
                 dropped += 1;
                 excess -= 1;
@@ -309,31 +302,30 @@ impl Seen {
     }
 
     fn forget(&mut self, before: Time) {
-        let bodies = &self.bodies;
-        let empty = |h: &Head| {
-            let b = &bodies[h.body as usize];
-            b.log.is_empty() && b.above.is_empty()
-        };
-        self.maybe_empty = self.heads.iter().any(empty);
-        let gone = |h: &Head| {
-            let b = &bodies[h.body as usize];
-            empty(h) && b.last_seen < before
-        };
-        if !self.heads.iter().any(gone) {
+        let empty = |b: &Body| b.log.is_empty() && b.above.is_empty();
+        self.maybe_empty = self.bodies.iter().any(empty);
+        let gone = |b: &Body| empty(b) && b.last_seen < before;
+        if !self.bodies.iter().any(gone) {
             return;
         }
-        let mut old: Vec<Option<Body>> = std::mem::take(&mut self.bodies).into_iter().map(Some).collect();
-        let mut kept = Vec::with_capacity(self.heads.len());
-        for mut h in std::mem::take(&mut self.heads) {
-            let Some(b) = old[h.body as usize].take() else { continue };
-            if b.log.is_empty() && b.above.is_empty() && b.last_seen < before {
+        // Renumber the streams kept, in id order.
+        self.settle();
+        let heads = std::mem::take(&mut self.heads);
+        let mut bodies: Vec<Option<Body>> = std::mem::take(&mut self.bodies).into_iter().map(Some).collect();
+        let order = std::mem::take(&mut self.order);
+        self.index.clear();
+        for (stream, i) in order {
+            let Some(b) = bodies[i as usize].take() else { continue };
+            if gone(&b) {
                 continue;
             }
-            h.body = self.bodies.len() as u32;
+            let n = self.heads.len() as u32;
+            self.heads.push(heads[i as usize]);
             self.bodies.push(b);
-            kept.push(h);
+            self.index.insert(stream, n);
+            self.order.push((stream, n));
         }
-        self.heads = kept;
+        self.sorted = self.order.len();
     }
 
     pub fn retained(&self) -> usize {
@@ -341,7 +333,7 @@ impl Seen {
     }
 
     pub fn streams(&self) -> usize {
-        self.heads.len() + self.fresh.len()
+        self.heads.len()
     }
 }
 
