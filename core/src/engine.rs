@@ -1,6 +1,6 @@
 //! The protocol engine: one per node, driven by inputs, emitting outputs.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -217,7 +217,7 @@ impl Engine {
         self.next_seq += 1;
         let shared = Arc::new(purge.clone());
         self.seen.insert(now, &shared);
-        let expected: BTreeSet<NodeId> = self.members.reachable().map(|m| m.id).collect();
+        let expected: Vec<NodeId> = self.members.reachable().map(|m| m.id).collect();
         self.tracker.start(purge.id, now, expected);
         self.stats.originated += 1;
         self.spread_from_origin(&shared);
