@@ -115,7 +115,9 @@ impl Engine {
             members,
             pops: None,
             peers: None,
-            seen: Seen::default(),
+            // Keyed from the seed without drawing from the RNG, so the
+            // engine's random choices stay what they were.
+            seen: Seen::with_key((seed ^ 0x243f_6a88_85a3_08d3).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             tracker: Tracker::default(),
             swim,
             next_ae: now + Duration::from_micros(ae_jitter),

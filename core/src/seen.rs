@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::id::{PurgeId, StreamId};
+use crate::idset::IdSet;
 use crate::message::Watermark;
 use crate::purge::Purge;
 use crate::time::Time;
@@ -60,7 +61,7 @@ pub struct Gap {
 /// for digests.
 #[derive(Debug, Default)]
 pub struct Seen {
-    ids: HashMap<PurgeId, StreamId>,
+    ids: IdSet,
     index: HashMap<StreamId, u32>,
     heads: Vec<Head>,
     bodies: Vec<Body>,
@@ -76,8 +77,13 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// `key` keys the id table's hash; derive it from a private seed.
+    pub fn with_key(key: u64) -> Seen {
+        Seen { ids: IdSet::with_key(key), ..Seen::default() }
+    }
+
     pub fn contains(&self, id: PurgeId) -> bool {
-        self.ids.contains_key(&id)
+        self.ids.contains(&id)
     }
 
     fn head(&self, stream: StreamId) -> Option<&Head> {
@@ -134,7 +140,7 @@ impl Seen {
 
     /// Records a purge; false if it was already seen (by id or position).
     pub fn insert(&mut self, now: Time, purge: &Arc<Purge>) -> bool {
-        if self.ids.contains_key(&purge.id) {
+        if self.ids.contains(&purge.id) {
             return false;
         }
         let i = self.number(purge.stream);
@@ -153,7 +159,7 @@ impl Seen {
         body.last_seen = body.last_seen.max(now);
         let at = body.after(seq);
         body.log.insert(at, (now, Arc::clone(purge)));
-        self.ids.insert(purge.id, purge.stream);
+        self.ids.insert(purge.id);
         self.retained += 1;
         self.first_seen_bound = Some(self.first_seen_bound.map_or(now, |t| t.min(now)));
         true
