@@ -43,6 +43,8 @@ pub struct Queue<T> {
     overflow: BinaryHeap<Reverse<Item<T>>>,
     in_ring: usize,
     seq: u64,
+    /// Emptied buckets' allocations, handed to buckets that fill next.
+    spare: Vec<Vec<Item<T>>>,
 }
 
 impl<T> Queue<T> {
@@ -55,6 +57,7 @@ impl<T> Queue<T> {
             cursor: 0,
             cur: BinaryHeap::new(),
             overflow: BinaryHeap::new(),
+            spare: Vec::new(),
             in_ring: 0,
             seq: 0,
         }
@@ -76,8 +79,7 @@ impl<T> Queue<T> {
         if b <= self.cursor {
             self.cur.push(Reverse(item));
         } else if b < self.horizon() {
-            let n = self.ring.len() as u64;
-            self.ring[(b % n) as usize].push(item);
+            self.bucket(b).push(item);
             self.in_ring += 1;
         } else {
             self.overflow.push(Reverse(item));
@@ -99,13 +101,28 @@ impl<T> Queue<T> {
             }
             self.pull_overflow();
             let n = self.ring.len() as u64;
-            // Taken, not drained in place: a bucket that kept its peak
-            // allocation would hold the busiest moment's worth of events
-            // for every slot of the ring.
-            let bucket = std::mem::take(&mut self.ring[(self.cursor % n) as usize]);
+            // A bucket that kept its peak allocation would hold the
+            // busiest moment's worth of events for every slot of the ring:
+            // the allocation goes to the spares, to be reused by a bucket
+            // filling up now.
+            let mut bucket = std::mem::take(&mut self.ring[(self.cursor % n) as usize]);
             self.in_ring -= bucket.len();
-            self.cur.extend(bucket.into_iter().map(Reverse));
+            self.cur.extend(bucket.drain(..).map(Reverse));
+            if bucket.capacity() > 0 {
+                self.spare.push(bucket);
+            }
         }
+    }
+
+    fn bucket(&mut self, b: u64) -> &mut Vec<Item<T>> {
+        let n = self.ring.len() as u64;
+        let slot = &mut self.ring[(b % n) as usize];
+        if slot.capacity() == 0 {
+            if let Some(v) = self.spare.pop() {
+                *slot = v;
+            }
+        }
+        slot
     }
 
     /// Moves overflow events that the ring now covers into it (or into the
@@ -121,8 +138,7 @@ impl<T> Queue<T> {
             if b <= self.cursor {
                 self.cur.push(Reverse(first));
             } else {
-                let n = self.ring.len() as u64;
-                self.ring[(b % n) as usize].push(first);
+                self.bucket(b).push(first);
                 self.in_ring += 1;
             }
         }
