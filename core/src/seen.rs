@@ -158,6 +158,11 @@ impl Seen {
         head.top = head.top.max(seq);
         body.last_seen = body.last_seen.max(now);
         let at = body.after(seq);
+        // Many streams only ever hold a purge or two (one per origin that
+        // purged once): start at one slot, not the default four.
+        if body.log.capacity() == 0 {
+            body.log.reserve_exact(1);
+        }
         body.log.insert(at, (now, Arc::clone(purge)));
         self.ids.insert(purge.id);
         self.retained += 1;
