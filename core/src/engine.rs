@@ -1,6 +1,7 @@
 //! The protocol engine: one per node, driven by inputs, emitting outputs.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -122,7 +123,9 @@ impl Engine {
             pops: None,
             peers: None,
             dead: None,
-            seen: Seen::default(),
+            // Keyed from the seed without drawing from the RNG, so the
+            // engine's random choices stay what they were.
+            seen: Seen::with_key((seed ^ 0x243f_6a88_85a3_08d3).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             tracker: Tracker::default(),
             swim,
             next_ae: now + Duration::from_micros(ae_jitter),
@@ -169,7 +172,7 @@ impl Engine {
     /// Re-learns a purge applied before a restart (from the store), so it
     /// is neither applied again nor lost to peers that need it.
     pub fn restore(&mut self, now: Time, purge: &Purge) {
-        self.seen.insert(now, purge);
+        self.seen.insert(now, &Arc::new(purge.clone()));
     }
 
     /// Adds a member known from configuration, without announcing it.
@@ -223,11 +226,12 @@ impl Engine {
             issued_at_ms,
         };
         self.next_seq += 1;
-        self.seen.insert(now, &purge);
-        let expected: BTreeSet<NodeId> = self.members.reachable().map(|m| m.id).collect();
+        let shared = Arc::new(purge.clone());
+        self.seen.insert(now, &shared);
+        let expected: Vec<NodeId> = self.members.reachable().map(|m| m.id).collect();
         self.tracker.start(purge.id, now, expected);
         self.stats.originated += 1;
-        self.spread_from_origin(&purge);
+        self.spread_from_origin(&shared);
         self.out.push_back(Output::Apply { purge: purge.clone() });
         Ok(purge)
     }
@@ -296,7 +300,7 @@ impl Engine {
         self.event(Event::Rejected { from, kind, reason });
     }
 
-    fn on_push(&mut self, now: Time, from: NodeId, purge: Purge, stage: Stage) {
+    fn on_push(&mut self, now: Time, from: NodeId, purge: Arc<Purge>, stage: Stage) {
         // Most pushes are duplicates (every redundant copy is): drop them
         // before paying for validation.
         if self.seen.contains(purge.id) {
@@ -312,10 +316,10 @@ impl Engine {
         }
         self.stats.received_new += 1;
         self.forward(&purge, stage, from);
-        self.out.push_back(Output::Apply { purge });
+        self.out.push_back(Output::Apply { purge: Purge::clone(&purge) });
     }
 
-    fn forward(&mut self, purge: &Purge, stage: Stage, from: NodeId) {
+    fn forward(&mut self, purge: &Arc<Purge>, stage: Stage, from: NodeId) {
         match stage {
             Stage::PopLocal => {}
             Stage::PopEntry => {
@@ -341,13 +345,13 @@ impl Engine {
                 let chosen: Vec<NodeId> =
                     peers.choose_multiple(&mut self.rng, k + 1).copied().filter(|n| *n != from).take(k).collect();
                 for id in chosen {
-                    self.send(id, Message::Push { purge: purge.clone(), stage: Stage::Gossip });
+                    self.send(id, Message::Push { purge: Arc::clone(purge), stage: Stage::Gossip });
                 }
             }
         }
     }
 
-    fn spread_from_origin(&mut self, purge: &Purge) {
+    fn spread_from_origin(&mut self, purge: &Arc<Purge>) {
         match self.cfg.strategy {
             Strategy::Gossip => self.forward(purge, Stage::Gossip, self.me.id),
             Strategy::Topology => {
@@ -369,10 +373,10 @@ impl Engine {
 
     /// Covers a PoP from inside it: every member directly if it is small,
     /// otherwise gossip among its members.
-    fn cover_pop(&mut self, purge: &Purge, ids: &[NodeId]) {
+    fn cover_pop(&mut self, purge: &Arc<Purge>, ids: &[NodeId]) {
         if ids.len() <= self.cfg.pop_direct_max {
             for id in ids {
-                self.send(*id, Message::Push { purge: purge.clone(), stage: Stage::PopLocal });
+                self.send(*id, Message::Push { purge: Arc::clone(purge), stage: Stage::PopLocal });
             }
         } else {
             let k = self.cfg.fanout_for(ids.len() + 1);
@@ -380,10 +384,10 @@ impl Engine {
         }
     }
 
-    fn push_random(&mut self, purge: &Purge, ids: &[NodeId], k: usize, stage: Stage) {
+    fn push_random(&mut self, purge: &Arc<Purge>, ids: &[NodeId], k: usize, stage: Stage) {
         let chosen: Vec<NodeId> = ids.choose_multiple(&mut self.rng, k).copied().collect();
         for id in chosen {
-            self.send(id, Message::Push { purge: purge.clone(), stage });
+            self.send(id, Message::Push { purge: Arc::clone(purge), stage });
         }
     }
 
@@ -434,7 +438,7 @@ impl Engine {
         }
     }
 
-    fn on_catchup(&mut self, now: Time, from: NodeId, purges: Vec<Purge>, expired: Vec<Watermark>) {
+    fn on_catchup(&mut self, now: Time, from: NodeId, purges: Vec<Arc<Purge>>, expired: Vec<Watermark>) {
         for w in expired {
             if self.seen.watermark(w.stream) < w.seq {
                 self.stats.flushes += 1;
@@ -452,7 +456,7 @@ impl Engine {
             if self.seen.insert(now, &purge) {
                 self.stats.caught_up += 1;
                 learned += 1;
-                self.out.push_back(Output::Apply { purge });
+                self.out.push_back(Output::Apply { purge: Purge::clone(&purge) });
             } else {
                 self.stats.duplicates += 1;
             }

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod engine;
 pub mod id;
+mod idset;
 pub mod member;
 pub mod message;
 pub mod purge;

@@ -1,5 +1,7 @@
 //! Messages between engines. `wire` maps them to protobuf.
 
+use std::sync::Arc;
+
 use crate::id::{NodeId, PurgeId, StreamId};
 use crate::member::Member;
 use crate::purge::Purge;
@@ -28,8 +30,10 @@ pub struct Watermark {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
+    /// Shared: a purge is pushed to many peers, and every copy of it in
+    /// memory (in flight, retained for catch-up) can be the same one.
     Push {
-        purge: Purge,
+        purge: Arc<Purge>,
         stage: Stage,
     },
     /// "I have applied this purge"; sent to its origin.
@@ -44,7 +48,7 @@ pub enum Message {
     },
     /// Purges the receiver of a digest has that its sender lacks.
     Catchup {
-        purges: Vec<Purge>,
+        purges: Vec<Arc<Purge>>,
         expired: Vec<Watermark>,
     },
     /// A node joining through a seed.

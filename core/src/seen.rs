@@ -2,91 +2,190 @@
 //! set that drops duplicates, and the retained purges it can serve to peers
 //! that missed them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::id::{PurgeId, StreamId};
+use crate::idset::IdSet;
 use crate::message::Watermark;
 use crate::purge::Purge;
 use crate::time::Time;
 
-#[derive(Debug, Default)]
-struct Stream {
+/// What digests read of a stream, kept apart from the rest so that the walks
+/// over every stream (two per anti-entropy exchange) read small arrays
+/// instead of chasing a tree of large nodes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Head {
     /// Every seq in 1..=contiguous has been seen.
     contiguous: u64,
-    /// Seen seqs above `contiguous` (arrived out of order).
-    above: BTreeSet<u64>,
-    /// Retained purges by seq, with the time they were seen.
-    log: BTreeMap<u64, (Time, Purge)>,
-    /// Highest seq dropped from `log` by retention: a peer behind this
+    /// Highest seq seen (or skipped to): max(contiguous, above).
+    top: u64,
+    /// Highest seq dropped from the log by retention: a peer behind this
     /// cannot catch up on this stream any more.
     pruned_through: u64,
+}
+
+#[derive(Debug, Default)]
+struct Body {
+    /// Seen seqs above `contiguous` (arrived out of order).
+    above: BTreeSet<u64>,
+    /// Retained purges sorted by seq, with the time they were seen. A
+    /// deque, not a map: purges mostly arrive in order, a stream often
+    /// holds one or two, and a B-tree node per stream costs ~1 KB. The
+    /// purge itself is shared with the message it came in.
+    log: VecDeque<(Time, Arc<Purge>)>,
     last_seen: Time,
 }
 
-impl Stream {
-    fn mark(&mut self, seq: u64) {
-        if seq <= self.contiguous {
-            return;
-        }
-        self.above.insert(seq);
-        while self.above.remove(&(self.contiguous + 1)) {
-            self.contiguous += 1;
-        }
-    }
-
-    fn has(&self, seq: u64) -> bool {
-        seq <= self.contiguous || self.above.contains(&seq)
+impl Body {
+    /// Index of the first retained purge with a seq above `seq`.
+    fn after(&self, seq: u64) -> usize {
+        self.log.partition_point(|(_, p)| p.seq <= seq)
     }
 }
+
+/// Streams added since `order` was last sorted stay in a short unsorted
+/// tail, merged when it fills or before a walk.
+const FRESH_MAX: usize = 16;
 
 /// Result of comparing a peer's digest with what we hold.
 #[derive(Debug, Default)]
 pub struct Gap {
-    pub purges: Vec<Purge>,
+    pub purges: Vec<Arc<Purge>>,
     pub expired: Vec<Watermark>,
 }
 
+/// Streams are numbered in order of arrival: `heads[i]` and `bodies[i]` are
+/// stream i, `index` finds i by id, and `order` lists (id, i) sorted by id
+/// for digests.
 #[derive(Debug, Default)]
 pub struct Seen {
-    ids: HashMap<PurgeId, StreamId>,
-    streams: BTreeMap<StreamId, Stream>,
+    ids: IdSet,
+    index: HashMap<StreamId, u32>,
+    heads: Vec<Head>,
+    bodies: Vec<Body>,
+    /// Sorted by stream up to `sorted`, then at most FRESH_MAX new ones.
+    order: Vec<(StreamId, u32)>,
+    sorted: usize,
     retained: usize,
+    /// At most the earliest time a log's first entry was seen: while it is
+    /// within retention, pruning by age has nothing to do.
+    first_seen_bound: Option<Time>,
+    /// Some stream may have an empty log (a candidate to forget).
+    maybe_empty: bool,
 }
 
 impl Seen {
+    /// `key` keys the id table's hash; derive it from a private seed.
+    pub fn with_key(key: u64) -> Seen {
+        Seen { ids: IdSet::with_key(key), ..Seen::default() }
+    }
+
     pub fn contains(&self, id: PurgeId) -> bool {
-        self.ids.contains_key(&id)
+        self.ids.contains(&id)
+    }
+
+    fn head(&self, stream: StreamId) -> Option<&Head> {
+        self.index.get(&stream).map(|i| &self.heads[*i as usize])
+    }
+
+    /// The stream's number, added empty if new.
+    fn number(&mut self, stream: StreamId) -> usize {
+        if let Some(i) = self.index.get(&stream) {
+            return *i as usize;
+        }
+        if self.order.len() - self.sorted >= FRESH_MAX {
+            self.settle();
+        }
+        let i = self.heads.len();
+        self.heads.push(Head::default());
+        self.bodies.push(Body::default());
+        self.index.insert(stream, i as u32);
+        self.order.push((stream, i as u32));
+        i
+    }
+
+    /// Sorts the new streams into `order` (a sorted run plus a short tail:
+    /// one merge pass).
+    fn settle(&mut self) {
+        if self.sorted < self.order.len() {
+            self.order.sort_by_key(|(s, _)| *s);
+            self.sorted = self.order.len();
+        }
+    }
+
+    /// Every stream in id order, with its number; `f` returns false to
+    /// stop.
+    fn each_stream(&self, mut f: impl FnMut(StreamId, usize) -> bool) {
+        let mut fresh = self.order[self.sorted..].to_vec();
+        fresh.sort_by_key(|(s, _)| *s);
+        let mut fresh = fresh.into_iter().peekable();
+        for &(s, i) in &self.order[..self.sorted] {
+            while let Some((x, j)) = fresh.next_if(|(x, _)| *x < s) {
+                if !f(x, j as usize) {
+                    return;
+                }
+            }
+            if !f(s, i as usize) {
+                return;
+            }
+        }
+        for (x, j) in fresh {
+            if !f(x, j as usize) {
+                return;
+            }
+        }
     }
 
     /// Records a purge; false if it was already seen (by id or position).
-    pub fn insert(&mut self, now: Time, purge: &Purge) -> bool {
-        if self.ids.contains_key(&purge.id) {
+    pub fn insert(&mut self, now: Time, purge: &Arc<Purge>) -> bool {
+        if self.ids.contains(&purge.id) {
             return false;
         }
-        let st = self.streams.entry(purge.stream).or_default();
-        if st.has(purge.seq) {
+        let i = self.number(purge.stream);
+        let (head, body) = (&mut self.heads[i], &mut self.bodies[i]);
+        let seq = purge.seq;
+        if seq <= head.contiguous || body.above.contains(&seq) {
+            // The stream may have just been created, empty.
+            self.maybe_empty = true;
             return false;
         }
-        st.mark(purge.seq);
-        st.last_seen = st.last_seen.max(now);
-        st.log.insert(purge.seq, (now, purge.clone()));
-        self.ids.insert(purge.id, purge.stream);
+        body.above.insert(seq);
+        while body.above.remove(&(head.contiguous + 1)) {
+            head.contiguous += 1;
+        }
+        head.top = head.top.max(seq);
+        body.last_seen = body.last_seen.max(now);
+        let at = body.after(seq);
+        // Many streams only ever hold a purge or two (one per origin that
+        // purged once): start at one slot, not the default four.
+        if body.log.capacity() == 0 {
+            body.log.reserve_exact(1);
+        }
+        body.log.insert(at, (now, Arc::clone(purge)));
+        self.ids.insert(purge.id);
         self.retained += 1;
+        self.first_seen_bound = Some(self.first_seen_bound.map_or(now, |t| t.min(now)));
         true
     }
 
     pub fn watermarks(&self) -> Vec<Watermark> {
-        self.streams.iter().map(|(s, st)| Watermark { stream: *s, seq: st.contiguous }).collect()
+        let mut out = Vec::with_capacity(self.heads.len());
+        self.each_stream(|stream, i| {
+            out.push(Watermark { stream, seq: self.heads[i].contiguous });
+            true
+        });
+        out
     }
 
     pub fn watermark(&self, stream: StreamId) -> u64 {
-        self.streams.get(&stream).map_or(0, |s| s.contiguous)
+        self.head(stream).map_or(0, |h| h.contiguous)
     }
 
     /// Highest seq seen in a stream (the origin's own counter on restore).
     pub fn max_seq(&self, stream: StreamId) -> u64 {
-        self.streams.get(&stream).map_or(0, |s| s.above.last().copied().unwrap_or(s.contiguous))
+        self.head(stream).map_or(0, |h| h.top)
     }
 
     /// What the sender of `theirs` lacks, up to `limit` purges.
@@ -105,45 +204,63 @@ impl Seen {
         };
         let mut at = 0;
         let mut gap = Gap::default();
-        for (sid, st) in &self.streams {
-            while at < theirs.len() && theirs[at].stream < *sid {
+        self.each_stream(|stream, i| {
+            let h = &self.heads[i];
+            while at < theirs.len() && theirs[at].stream < stream {
                 at += 1;
             }
             let their = match theirs.get(at) {
-                Some(w) if w.stream == *sid => w.seq,
+                Some(w) if w.stream == stream => w.seq,
                 _ => 0,
             };
-            if their < st.pruned_through {
-                gap.expired.push(Watermark { stream: *sid, seq: st.pruned_through });
+            if their < h.pruned_through {
+                gap.expired.push(Watermark { stream, seq: h.pruned_through });
             }
-            // Usually the peer is level with us: skip the range search
-            // (the log holds only seen seqs, all <= the highest seen).
-            if st.above.last().map_or(st.contiguous, |s| (*s).max(st.contiguous)) <= their {
-                continue;
+            // Usually the peer is level with us: skip the log (it holds
+            // only seen seqs, all <= top).
+            if h.top <= their {
+                return true;
             }
-            for (_, (_, p)) in st.log.range(their + 1..) {
+            let body = &self.bodies[i];
+            for (_, p) in body.log.range(body.after(their)..) {
                 if gap.purges.len() >= limit {
-                    return gap;
+                    return false;
                 }
-                gap.purges.push(p.clone());
+                gap.purges.push(Arc::clone(p));
             }
-        }
+            true
+        });
         gap
     }
 
     /// After a flush, everything up to `seq` of a stream counts as seen:
     /// the index holds nothing those purges could still remove.
     pub fn skip_to(&mut self, stream: StreamId, seq: u64) -> bool {
-        let st = self.streams.entry(stream).or_default();
-        if st.contiguous >= seq {
+        self.maybe_empty = true;
+        let i = self.number(stream);
+        let (head, body) = (&mut self.heads[i], &mut self.bodies[i]);
+        if head.contiguous >= seq {
             return false;
         }
-        st.contiguous = seq;
-        st.above.retain(|s| *s > seq);
-        while st.above.remove(&(st.contiguous + 1)) {
-            st.contiguous += 1;
+        head.contiguous = seq;
+        body.above.retain(|s| *s > seq);
+        while body.above.remove(&(head.contiguous + 1)) {
+            head.contiguous += 1;
         }
-        st.pruned_through = st.pruned_through.max(seq);
+        head.top = head.top.max(head.contiguous);
+        head.pruned_through = head.pruned_through.max(seq);
+        true
+    }
+
+    /// Drops the first purge of a stream's log.
+    fn pop_first(&mut self, i: usize) -> bool {
+        let h = &mut self.heads[i];
+        let Some((_, p)) = self.bodies[i].log.pop_front() else { return false };
+        h.pruned_through = h.pruned_through.max(p.seq);
+        self.ids.remove(&p.id);
+        if self.bodies[i].log.is_empty() {
+            self.maybe_empty = true;
+        }
         true
     }
 
@@ -151,45 +268,75 @@ impl Seen {
     /// Returns how many were dropped.
     pub fn prune(&mut self, now: Time, keep: Duration, max: usize) -> usize {
         let cutoff = now - keep;
-        let mut dropped = 0;
+        let forget = now - keep - keep;
+        let by_age = self.first_seen_bound.is_some_and(|t| t < cutoff);
         let over = self.retained.saturating_sub(max);
+        // Nothing old, nothing over the cap, no empty stream: skip the walks
+        // (the usual case, every anti-entropy round).
+        if !by_age && over == 0 && !self.maybe_empty {
+            return 0;
+        }
+        let mut dropped = 0;
         // Age first; then, if still over the cap, oldest-first across streams.
-        for st in self.streams.values_mut() {
-            while let Some((&seq, (t, _))) = st.log.first_key_value() {
-                if *t >= cutoff {
-                    break;
+        if by_age {
+            for i in 0..self.heads.len() {
+                while self.bodies[i].log.front().is_some_and(|(t, _)| *t < cutoff) {
+                    if self.pop_first(i) {
+                        dropped += 1;
+                    }
                 }
-                if let Some((_, (_, p))) = st.log.pop_first() {
-                    self.ids.remove(&p.id);
-                }
-                st.pruned_through = st.pruned_through.max(seq);
-                dropped += 1;
             }
         }
         let mut excess = over.saturating_sub(dropped);
         while excess > 0 {
             let oldest = self
-                .streams
+                .order
                 .iter()
-                .filter_map(|(sid, st)| st.log.first_key_value().map(|(_, (t, _))| (*t, *sid)))
+                .filter_map(|(s, i)| self.bodies[*i as usize].log.front().map(|(t, _)| (*t, *s, *i as usize)))
                 .min();
-            let Some((_, sid)) = oldest else { break };
-            let Some(st) = self.streams.get_mut(&sid) else { break };
-            if let Some((seq, (_, p))) = st.log.pop_first() {
-                self.ids.remove(&p.id);
-                st.pruned_through = st.pruned_through.max(seq);
+            let Some((_, _, i)) = oldest else { break };
+            if self.pop_first(i) {
                 dropped += 1;
                 excess -= 1;
             }
         }
+        self.first_seen_bound = self.bodies.iter().filter_map(|b| b.log.front().map(|(t, _)| *t)).min();
         // A stream with nothing left to serve is forgotten once it has been
         // quiet for twice the retention: by then every peer has pruned it
         // too, so no old purge of it can come back and be applied twice.
         // Forgetting keeps digests from growing with every restart.
-        let forget = now - keep - keep;
-        self.streams.retain(|_, st| !st.log.is_empty() || !st.above.is_empty() || st.last_seen >= forget);
+        if self.maybe_empty {
+            self.forget(forget);
+        }
         self.retained -= dropped.min(self.retained);
         dropped
+    }
+
+    fn forget(&mut self, before: Time) {
+        let empty = |b: &Body| b.log.is_empty() && b.above.is_empty();
+        self.maybe_empty = self.bodies.iter().any(empty);
+        let gone = |b: &Body| empty(b) && b.last_seen < before;
+        if !self.bodies.iter().any(gone) {
+            return;
+        }
+        // Renumber the streams kept, in id order.
+        self.settle();
+        let heads = std::mem::take(&mut self.heads);
+        let mut bodies: Vec<Option<Body>> = std::mem::take(&mut self.bodies).into_iter().map(Some).collect();
+        let order = std::mem::take(&mut self.order);
+        self.index.clear();
+        for (stream, i) in order {
+            let Some(b) = bodies[i as usize].take() else { continue };
+            if gone(&b) {
+                continue;
+            }
+            let n = self.heads.len() as u32;
+            self.heads.push(heads[i as usize]);
+            self.bodies.push(b);
+            self.index.insert(stream, n);
+            self.order.push((stream, n));
+        }
+        self.sorted = self.order.len();
     }
 
     pub fn retained(&self) -> usize {
@@ -197,7 +344,7 @@ impl Seen {
     }
 
     pub fn streams(&self) -> usize {
-        self.streams.len()
+        self.heads.len()
     }
 }
 
@@ -208,15 +355,15 @@ mod tests {
     use crate::purge::Mode;
     use crate::selector::Selector;
 
-    fn p(stream: StreamId, seq: u64) -> Purge {
-        Purge {
+    fn p(stream: StreamId, seq: u64) -> Arc<Purge> {
+        Arc::new(Purge {
             id: PurgeId(u128::from(stream.origin.0) << 64 | u128::from(seq)),
             stream,
             seq,
             selectors: vec![Selector::Everything],
             mode: Mode::Hard,
             issued_at_ms: 0,
-        }
+        })
     }
 
     #[test]
@@ -273,5 +420,51 @@ mod tests {
         assert!(seen.skip_to(s, 6));
         assert_eq!(seen.watermark(s), 7);
         assert!(!seen.skip_to(s, 3));
+    }
+
+    #[test]
+    fn many_streams_stay_in_stream_order_across_merges() {
+        let mut seen = Seen::default();
+        // Scrambled origins, more than one batch of fresh streams.
+        let origins: Vec<u64> = (0..40u64).map(|i| (i * 17) % 41 + 1).collect();
+        for (k, o) in origins.iter().enumerate() {
+            let s = StreamId { origin: NodeId(*o), epoch: 1 };
+            for seq in 1..=(*o % 3 + 1) {
+                assert!(seen.insert(Time(k as u64), &p(s, seq)));
+            }
+        }
+        assert_eq!(seen.streams(), 40);
+        let w = seen.watermarks();
+        assert!(w.windows(2).all(|x| x[0].stream < x[1].stream));
+        assert!(w.iter().all(|x| x.seq == x.stream.origin.0 % 3 + 1));
+        let g = seen.gap(&[], 1000);
+        assert_eq!(g.purges.len(), seen.retained());
+        assert!(g.purges.windows(2).all(|x| (x[0].stream, x[0].seq) < (x[1].stream, x[1].seq)));
+        // A peer level with us gets nothing.
+        assert!(seen.gap(&w, 1000).purges.is_empty());
+    }
+
+    #[test]
+    fn quiet_empty_streams_are_forgotten_and_the_rest_kept() {
+        let keep = Duration::from_secs(10);
+        let mut seen = Seen::default();
+        let a = StreamId { origin: NodeId(1), epoch: 1 };
+        let b = StreamId { origin: NodeId(2), epoch: 1 };
+        let c = StreamId { origin: NodeId(3), epoch: 1 };
+        seen.insert(Time(0), &p(a, 1));
+        assert!(seen.skip_to(b, 4));
+        assert_eq!(seen.prune(Time(1_000_000), keep, 100), 0);
+        assert_eq!(seen.streams(), 2, "b is empty but not quiet for long enough yet");
+        seen.insert(Time(12_000_000), &p(a, 2));
+        seen.insert(Time(25_000_000), &p(c, 1));
+        // At 25 s: a's purges are older than 10 s, but a was heard from 13 s
+        // ago; b has been quiet for 25 s.
+        assert_eq!(seen.prune(Time(25_000_000), keep, 100), 2);
+        assert_eq!(seen.streams(), 2);
+        assert_eq!(seen.watermark(b), 0, "b forgotten");
+        assert_eq!(seen.watermark(a), 2);
+        assert_eq!(seen.gap(&[], 10).purges.len(), 1);
+        assert_eq!(seen.gap(&[], 10).expired, vec![Watermark { stream: a, seq: 2 }]);
+        assert!(seen.contains(p(c, 1).id) && !seen.contains(p(a, 1).id));
     }
 }

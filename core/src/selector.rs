@@ -61,9 +61,18 @@ pub struct CacheKey {
 /// Validates and lower-cases a host name, with an optional `:port`.
 pub fn normalize_host(host: &str) -> Result<String, SelectorError> {
     let h = host.to_ascii_lowercase();
+    if lower_host_ok(&h) {
+        Ok(h)
+    } else {
+        Err(SelectorError::BadHost(clip(host)))
+    }
+}
+
+/// The checks of [`normalize_host`] on an already lower-case host.
+fn lower_host_ok(h: &str) -> bool {
     let (name, port) = match h.rsplit_once(':') {
         Some((n, p)) => (n, Some(p)),
-        None => (h.as_str(), None),
+        None => (h, None),
     };
     let name_ok = !name.is_empty()
         && name.len() <= MAX_HOST_LEN
@@ -72,11 +81,21 @@ pub fn normalize_host(host: &str) -> Result<String, SelectorError> {
         && !name.contains("..")
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
     let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok());
-    if name_ok && port_ok {
-        Ok(h)
-    } else {
-        Err(SelectorError::BadHost(clip(host)))
+    name_ok && port_ok
+}
+
+/// True only if `url` is a valid URL already in the normal form
+/// [`parse_url`] gives (so re-parsing would return it unchanged), checked
+/// without allocating: every node re-validates every purge it receives.
+fn url_is_normal(url: &str) -> bool {
+    if url.is_empty() || url.len() > MAX_URL_LEN || has_bad_chars(url) || url.contains('#') {
+        return false;
     }
+    let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
+        return false;
+    };
+    let (host, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    path.starts_with('/') && !host.bytes().any(|b| b.is_ascii_uppercase()) && lower_host_ok(host)
 }
 
 fn has_bad_chars(s: &str) -> bool {
@@ -159,6 +178,9 @@ impl Selector {
     /// trusted to be in the cluster, not to be bug-free.
     pub fn validate(&self) -> Result<(), SelectorError> {
         let again = match self {
+            // The common case, without re-parsing; anything else takes the
+            // full path below, which names the error.
+            Selector::Url(u) if url_is_normal(u) => return Ok(()),
             Selector::Url(u) => Selector::url(u)?,
             Selector::Host(h) => Selector::host(h)?,
             Selector::Prefix { host, path_prefix } => {
@@ -247,6 +269,30 @@ mod tests {
         assert!(Selector::tag("t1").unwrap().matches(&k, &tags));
         assert!(!Selector::tag("t2").unwrap().matches(&k, &tags));
         assert!(Selector::Everything.matches(&k, &tags));
+    }
+
+    #[test]
+    fn the_fast_normal_form_check_agrees_with_reparsing() {
+        for u in [
+            "https://example.com/x",
+            "http://example.com/x?y=1",
+            "https://example.com:8443/a/b",
+            "https://example.com",
+            "https://example.com?q",
+            "https://Example.com/x",
+            "HTTPS://example.com/x",
+            "https://example.com/x#f",
+            "https://ex..com/x",
+            "https://example.com:99999/x",
+            "https://-x.com/",
+            "https://example.com/a b",
+            "ftp://example.com/x",
+            "https:///x",
+            "https://x.com/A/B",
+        ] {
+            let reparsed = parse_url(u).is_ok_and(|k| k.key == u);
+            assert_eq!(url_is_normal(u), reparsed, "{u}");
+        }
     }
 
     #[test]

@@ -1,19 +1,29 @@
 //! Completion tracking for purges this node originated: who was expected
 //! to apply each one, who has, and how long each took.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use crate::id::{NodeId, PurgeId};
 use crate::member::Members;
 use crate::time::Time;
 
+/// Every member acknowledges every purge to its origin, so recording an
+/// apply and checking completion must not cost a walk over the expected
+/// set each time: the expected members are a sorted array with a cursor
+/// past the prefix that has applied.
 #[derive(Debug, Clone)]
 struct Tracked {
     accepted: Time,
-    expected: BTreeSet<NodeId>,
-    /// Node -> time from accept to the origin learning of its apply.
-    applied: BTreeMap<NodeId, Duration>,
+    /// Sorted, no duplicates.
+    expected: Vec<NodeId>,
+    /// Per expected member: time from accept to the origin learning of its
+    /// apply.
+    done: Vec<Option<Duration>>,
+    /// Every expected member before this index has applied.
+    cursor: usize,
+    /// Applies from members that were not expected (joined later).
+    extra: BTreeMap<NodeId, Duration>,
     completed: Option<Duration>,
 }
 
@@ -39,8 +49,13 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    pub fn start(&mut self, id: PurgeId, now: Time, expected: BTreeSet<NodeId>) {
-        self.by_id.insert(id, Tracked { accepted: now, expected, applied: BTreeMap::new(), completed: None });
+    /// `expected`: the members that should apply it, in any order.
+    pub fn start(&mut self, id: PurgeId, now: Time, mut expected: Vec<NodeId>) {
+        expected.sort_unstable();
+        expected.dedup();
+        let done = vec![None; expected.len()];
+        let t = Tracked { accepted: now, expected, done, cursor: 0, extra: BTreeMap::new(), completed: None };
+        self.by_id.insert(id, t);
         self.order.push_back(id);
     }
 
@@ -53,7 +68,14 @@ impl Tracker {
     pub fn record(&mut self, id: PurgeId, node: NodeId, now: Time, members: &Members) -> Option<Duration> {
         let t = self.by_id.get_mut(&id)?;
         let lat = now.since(t.accepted);
-        t.applied.entry(node).or_insert(lat);
+        match t.expected.binary_search(&node) {
+            Ok(i) => {
+                t.done[i].get_or_insert(lat);
+            }
+            Err(_) => {
+                t.extra.entry(node).or_insert(lat);
+            }
+        }
         Self::check(t, now, members)
     }
 
@@ -75,10 +97,11 @@ impl Tracker {
         if t.completed.is_some() {
             return None;
         }
-        let waiting = t
-            .expected
-            .iter()
-            .any(|n| !t.applied.contains_key(n) && members.get(*n).is_some_and(|m| m.state.is_reachable()));
+        while t.done.get(t.cursor).is_some_and(Option::is_some) {
+            t.cursor += 1;
+        }
+        let waiting = (t.cursor..t.expected.len())
+            .any(|i| t.done[i].is_none() && members.get(t.expected[i]).is_some_and(|m| m.state.is_reachable()));
         if waiting {
             return None;
         }
@@ -91,18 +114,22 @@ impl Tracker {
         let t = self.by_id.get(&id)?;
         let mut pending = Vec::new();
         let mut dead = Vec::new();
-        for n in t.expected.iter().filter(|n| !t.applied.contains_key(n)) {
-            if members.get(*n).is_some_and(|m| m.state.is_reachable()) {
+        let mut applied: Vec<(NodeId, Duration)> = t.extra.iter().map(|(n, d)| (*n, *d)).collect();
+        for (n, done) in t.expected.iter().zip(&t.done) {
+            if let Some(d) = done {
+                applied.push((*n, *d));
+            } else if members.get(*n).is_some_and(|m| m.state.is_reachable()) {
                 pending.push(*n);
             } else {
                 dead.push(*n);
             }
         }
+        applied.sort_unstable_by_key(|(n, _)| *n);
         Some(PurgeStatus {
             id,
             accepted: t.accepted,
             expected: t.expected.len(),
-            applied: t.applied.iter().map(|(n, d)| (*n, *d)).collect(),
+            applied,
             pending,
             dead,
             completed: t.completed,
@@ -128,5 +155,48 @@ impl Tracker {
 
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::{Location, Member, MemberState};
+
+    fn member(id: u64, state: MemberState) -> Member {
+        Member {
+            id: NodeId(id),
+            name: String::new(),
+            peer_addr: String::new(),
+            api_addr: String::new(),
+            location: Location::default(),
+            incarnation: 1,
+            state,
+        }
+    }
+
+    #[test]
+    fn completes_when_every_reachable_expected_member_applied() {
+        let mut ms = Members::default();
+        for id in 1..=4 {
+            ms.apply(member(id, MemberState::Alive));
+        }
+        let mut tr = Tracker::default();
+        let id = PurgeId(7);
+        tr.start(id, Time(0), vec![NodeId(3), NodeId(1), NodeId(2), NodeId(1)]);
+        assert_eq!(tr.record(id, NodeId(1), Time(10), &ms), None);
+        assert_eq!(tr.record(id, NodeId(4), Time(20), &ms), None, "4 was not expected");
+        assert_eq!(tr.record(id, NodeId(3), Time(30), &ms), None);
+        assert_eq!(tr.record(id, NodeId(1), Time(40), &ms), None, "a repeat keeps the first time");
+        let st = tr.status(id, &ms).unwrap();
+        assert_eq!(st.expected, 3);
+        let us = |x: u64| Duration::from_micros(x);
+        assert_eq!(st.applied, vec![(NodeId(1), us(10)), (NodeId(3), us(30)), (NodeId(4), us(20))]);
+        assert_eq!(st.pending, vec![NodeId(2)]);
+        // 2 dies: nothing reachable is left waiting.
+        ms.apply(member(2, MemberState::Dead));
+        assert_eq!(tr.recheck(Time(50), &ms), vec![(id, us(50))]);
+        assert_eq!(tr.status(id, &ms).unwrap().dead, vec![NodeId(2)]);
+        assert_eq!(tr.record(id, NodeId(2), Time(60), &ms), None, "already complete");
     }
 }

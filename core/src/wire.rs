@@ -1,6 +1,8 @@
 //! Message <-> protobuf envelope. Decoding is where a peer's bytes meet
 //! our types, so every field is checked and every failure is a typed error.
 
+use std::sync::Arc;
+
 use prost::Message as _;
 use purgecast_proto::wire as pb;
 use purgecast_proto::WIRE_VERSION;
@@ -61,7 +63,7 @@ fn to_envelope(from: NodeId, msg: &Message) -> pb::Envelope {
             Body::Digest(pb::Digest { watermarks: watermarks.iter().map(wm_to).collect(), reply: *reply })
         }
         Message::Catchup { purges, expired } => Body::Catchup(pb::Catchup {
-            purges: purges.iter().map(purge_to).collect(),
+            purges: purges.iter().map(|p| purge_to(p)).collect(),
             expired: expired.iter().map(wm_to).collect(),
         }),
         Message::Join { member } => Body::Hello(pb::Hello { member: Some(member_to(member)) }),
@@ -86,7 +88,7 @@ fn from_body(body: pb::envelope::Body) -> Result<Message, WireError> {
     use pb::envelope::Body;
     Ok(match body {
         Body::Push(p) => Message::Push {
-            purge: purge_from(p.purge.ok_or(WireError::Missing("push.purge"))?)?,
+            purge: Arc::new(purge_from(p.purge.ok_or(WireError::Missing("push.purge"))?)?),
             stage: stage_from(p.stage),
         },
         Body::Applied(a) => Message::Applied {
@@ -95,7 +97,7 @@ fn from_body(body: pb::envelope::Body) -> Result<Message, WireError> {
         },
         Body::Digest(d) => Message::Digest { watermarks: d.watermarks.iter().map(wm_from).collect(), reply: d.reply },
         Body::Catchup(c) => Message::Catchup {
-            purges: c.purges.into_iter().map(purge_from).collect::<Result<_, _>>()?,
+            purges: c.purges.into_iter().map(|p| purge_from(p).map(Arc::new)).collect::<Result<_, _>>()?,
             expired: c.expired.iter().map(wm_from).collect(),
         },
         Body::Hello(h) => Message::Join { member: member_from(h.member.ok_or(WireError::Missing("hello.member"))?) },
@@ -263,10 +265,10 @@ mod tests {
         };
         let wm = Watermark { stream: purge.stream, seq: 8 };
         let msgs = vec![
-            Message::Push { purge: purge.clone(), stage: Stage::PopEntry },
+            Message::Push { purge: Arc::new(purge.clone()), stage: Stage::PopEntry },
             Message::Applied { purge_id: PurgeId(42), node: NodeId(1) },
             Message::Digest { watermarks: vec![wm], reply: true },
-            Message::Catchup { purges: vec![purge.clone()], expired: vec![wm] },
+            Message::Catchup { purges: vec![Arc::new(purge.clone())], expired: vec![wm] },
             Message::Join { member: member.clone() },
             Message::Members { members: vec![member.clone()] },
             Message::Ping { probe: 1, updates: vec![member.clone()] },

@@ -159,7 +159,7 @@ fn a_peer_sending_an_invalid_purge_is_rejected_not_applied() {
     net.engines[1].handle_message(
         Time::ZERO,
         from,
-        Message::Push { purge: p.clone(), stage: purgecast_core::Stage::PopLocal },
+        Message::Push { purge: std::sync::Arc::new(p.clone()), stage: purgecast_core::Stage::PopLocal },
     );
     net.drain(1, Time::ZERO);
     assert_eq!(net.applied.get(&(1, p.id)), None);

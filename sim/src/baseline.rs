@@ -181,7 +181,7 @@ fn push_size(i: usize, origin: NodeId) -> usize {
         mode: Mode::Hard,
         issued_at_ms: 1_000,
     };
-    encoded_len(origin, &Message::Push { purge, stage: Stage::PopLocal })
+    encoded_len(origin, &Message::Push { purge: std::sync::Arc::new(purge), stage: Stage::PopLocal })
 }
 
 impl Protocol for Baseline {

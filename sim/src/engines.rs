@@ -1,11 +1,13 @@
 //! The shipped protocol: one real `purgecast_core::Engine` per machine.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use purgecast_core::wire::encoded_len;
 use purgecast_core::{
-    Config, Engine, Event, Member, MemberState, Message, Mode, NodeId, Output, Purge, PurgeId, Selector, Time,
+    Config, Engine, Event, Member, MemberState, Message, Mode, NodeId, Output, Purge, PurgeId, Selector, Stage, Time,
 };
 
 use crate::topology::Topology;
@@ -33,6 +35,66 @@ fn kind_index(msg: &Message) -> usize {
 fn varint_len(v: u64) -> u8 {
     (1 + (63 - (v | 1).leading_zeros()) / 7) as u8
 }
+
+/// A message in flight, kept small because the event queue holds it:
+/// nearly all are pushes (a shared purge and a stage); the rest, some as
+/// large as a member record, wait in a box.
+pub enum InFlight {
+    Push(Arc<Purge>, Stage),
+    Other(Box<Message>),
+}
+
+impl From<Message> for InFlight {
+    fn from(msg: Message) -> InFlight {
+        match msg {
+            Message::Push { purge, stage } => InFlight::Push(purge, stage),
+            other => InFlight::Other(Box::new(other)),
+        }
+    }
+}
+
+impl From<InFlight> for Message {
+    fn from(msg: InFlight) -> Message {
+        match msg {
+            InFlight::Push(purge, stage) => Message::Push { purge, stage },
+            InFlight::Other(m) => *m,
+        }
+    }
+}
+
+/// A multiply-xor hash for the driver's own lookup tables (ids to machine
+/// numbers, push sizes), hit on every message sent: SipHash showed up in
+/// profiles, and these keys come from the simulation, not from a peer.
+/// Nothing iterates these maps, so the hash cannot change any output.
+#[derive(Default)]
+struct Mix(u64);
+
+impl Hasher for Mix {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u8(&mut self, x: u8) {
+        self.write_u64(u64::from(x));
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_u128(&mut self, x: u128) {
+        self.write_u64(x as u64);
+        self.write_u64((x >> 64) as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        splitmix(self.0)
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Mix>>;
 
 /// Things the engines reported that a correct run should never see.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,12 +126,12 @@ pub struct Engines {
     /// it applied.
     pub restore_on_restart: bool,
     ids: Vec<NodeId>,
-    by_id: HashMap<NodeId, usize>,
-    by_purge: HashMap<PurgeId, usize>,
+    by_id: FastMap<NodeId, usize>,
+    by_purge: FastMap<PurgeId, usize>,
     /// A push's encoded size depends only on the purge, the stage and the
     /// varint length of the sender id: computing it once per key keeps the
     /// count exact without re-encoding every copy.
-    push_len: HashMap<(PurgeId, u8, u8), usize>,
+    push_len: FastMap<(PurgeId, u8, u8), usize>,
     pub counters: EngineCounters,
 }
 
@@ -81,11 +143,14 @@ impl Engines {
         let members: Vec<_> = (0..n)
             .map(|m| topo.member(m, if wl.crashed[m] { MemberState::Dead } else { MemberState::Alive }))
             .collect();
+        // Added in id order, each view's sorted member list only appends.
+        let mut sorted: Vec<&Member> = members.iter().collect();
+        sorted.sort_by_key(|m| m.id);
         let mut engines = Vec::with_capacity(n);
         for (m, me) in members.iter().enumerate() {
             let mut e = Engine::new(cfg.clone(), me.clone(), 1, splitmix(seed ^ m as u64), Time::ZERO);
-            for other in &members {
-                e.add_member(other.clone());
+            for other in &sorted {
+                e.add_member((*other).clone());
             }
             engines.push(e);
         }
@@ -103,8 +168,8 @@ impl Engines {
             restore_on_restart: true,
             ids,
             by_id,
-            by_purge: HashMap::new(),
-            push_len: HashMap::new(),
+            by_purge: FastMap::default(),
+            push_len: FastMap::default(),
             counters: EngineCounters::default(),
         }
     }
@@ -133,7 +198,7 @@ impl Engines {
         encoded_len(from, msg)
     }
 
-    fn drain(&mut self, io: &mut Io<Message>, m: usize) {
+    fn drain(&mut self, io: &mut Io<InFlight>, m: usize) {
         // Bounded: each apply adds at most one ack; a runaway engine would
         // show up as a stuck run, not a hang here.
         for _ in 0..10_000_000 {
@@ -143,7 +208,7 @@ impl Engines {
                     Some(&t) => {
                         let bytes = self.size(self.ids[m], &msg);
                         let kind = kind_index(&msg);
-                        io.send(t, msg, kind, bytes);
+                        io.send(t, msg.into(), kind, bytes);
                     }
                     None => self.counters.unknown += 1,
                 },
@@ -168,13 +233,13 @@ impl Engines {
 }
 
 impl Protocol for Engines {
-    type Msg = Message;
+    type Msg = InFlight;
 
     fn kinds(&self) -> &'static [&'static str] {
         KINDS
     }
 
-    fn originate(&mut self, io: &mut Io<Message>, m: usize, purge: usize) {
+    fn originate(&mut self, io: &mut Io<InFlight>, m: usize, purge: usize) {
         // As the node does: one that knows nobody could only apply the purge
         // itself, so it refuses and the client retries elsewhere.
         if self.engines[m].members().len() <= 1 && self.ids.len() > 1 {
@@ -195,12 +260,12 @@ impl Protocol for Engines {
         self.drain(io, m);
     }
 
-    fn on_message(&mut self, io: &mut Io<Message>, to: usize, from: usize, msg: Message) {
-        self.engines[to].handle_message(io.now, self.ids[from], msg);
+    fn on_message(&mut self, io: &mut Io<InFlight>, to: usize, from: usize, msg: InFlight) {
+        self.engines[to].handle_message(io.now, self.ids[from], msg.into());
         self.drain(io, to);
     }
 
-    fn on_timer(&mut self, io: &mut Io<Message>, m: usize) {
+    fn on_timer(&mut self, io: &mut Io<InFlight>, m: usize) {
         self.engines[m].handle_timeout(io.now);
         if self.join_at[m].is_some_and(|t| t <= io.now) {
             self.join(io, m);
@@ -219,7 +284,7 @@ impl Protocol for Engines {
     /// As the node does: a new engine with the next boot epoch, taught what
     /// the store holds (`Engine::restore`), knowing nobody until a seed
     /// answers its join.
-    fn restart(&mut self, io: &mut Io<Message>, m: usize) {
+    fn restart(&mut self, io: &mut Io<InFlight>, m: usize) {
         self.epoch[m] += 1;
         let epoch = self.epoch[m];
         let me = Member { state: MemberState::Alive, ..self.members[m].clone() };
@@ -239,7 +304,7 @@ impl Protocol for Engines {
 impl Engines {
     /// Every other machine is a seed (a small cluster's config lists them
     /// all); the join is repeated while nobody has answered.
-    fn join(&mut self, io: &mut Io<Message>, m: usize) {
+    fn join(&mut self, io: &mut Io<InFlight>, m: usize) {
         if self.engines[m].members().len() > 1 {
             self.join_at[m] = None;
             return;
@@ -248,7 +313,7 @@ impl Engines {
         let msg = self.engines[m].join_message();
         let bytes = encoded_len(self.ids[m], &msg);
         for to in (0..self.ids.len()).filter(|t| *t != m) {
-            io.send(to, msg.clone(), kind_index(&msg), bytes);
+            io.send(to, msg.clone().into(), kind_index(&msg), bytes);
         }
     }
 }

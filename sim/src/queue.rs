@@ -9,11 +9,32 @@ use std::collections::BinaryHeap;
 
 use purgecast_core::Time;
 
-/// (time in us, insertion sequence, payload), ordered by time then sequence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Item<T: Ord>(u64, u64, T);
+/// (time in us, insertion sequence, payload), ordered by time then
+/// sequence (unique), so the payload is never compared: it can be a whole
+/// message, which saves parking it elsewhere and a cache miss to fetch it.
+struct Item<T>(u64, u64, T);
 
-pub struct Queue<T: Ord + Copy> {
+impl<T> PartialEq for Item<T> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.0, self.1) == (other.0, other.1)
+    }
+}
+
+impl<T> Eq for Item<T> {}
+
+impl<T> PartialOrd for Item<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<T> Ord for Item<T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.0, self.1).cmp(&(other.0, other.1))
+    }
+}
+
+pub struct Queue<T> {
     width: u64,
     ring: Vec<Vec<Item<T>>>,
     /// Index (time / width) of the bucket being drained.
@@ -22,9 +43,11 @@ pub struct Queue<T: Ord + Copy> {
     overflow: BinaryHeap<Reverse<Item<T>>>,
     in_ring: usize,
     seq: u64,
+    /// Emptied buckets' allocations, handed to buckets that fill next.
+    spare: Vec<Vec<Item<T>>>,
 }
 
-impl<T: Ord + Copy> Queue<T> {
+impl<T> Queue<T> {
     /// `width_us` per bucket, `buckets` in the ring (the horizon is their
     /// product; later events wait in an overflow heap).
     pub fn new(width_us: u64, buckets: usize) -> Queue<T> {
@@ -34,6 +57,7 @@ impl<T: Ord + Copy> Queue<T> {
             cursor: 0,
             cur: BinaryHeap::new(),
             overflow: BinaryHeap::new(),
+            spare: Vec::new(),
             in_ring: 0,
             seq: 0,
         }
@@ -55,8 +79,7 @@ impl<T: Ord + Copy> Queue<T> {
         if b <= self.cursor {
             self.cur.push(Reverse(item));
         } else if b < self.horizon() {
-            let n = self.ring.len() as u64;
-            self.ring[(b % n) as usize].push(item);
+            self.bucket(b).push(item);
             self.in_ring += 1;
         } else {
             self.overflow.push(Reverse(item));
@@ -71,38 +94,51 @@ impl<T: Ord + Copy> Queue<T> {
                 return Some((Time(at), v));
             }
             if self.in_ring == 0 {
-                let Reverse(first) = self.overflow.peek().copied()?;
+                let Reverse(first) = self.overflow.peek()?;
                 self.cursor = first.0 / self.width;
             } else {
                 self.cursor += 1;
             }
             self.pull_overflow();
             let n = self.ring.len() as u64;
-            let bucket = std::mem::take(&mut self.ring[(self.cursor % n) as usize]);
+            // A bucket that kept its peak allocation would hold the
+            // busiest moment's worth of events for every slot of the ring:
+            // the allocation goes to the spares, to be reused by a bucket
+            // filling up now.
+            let mut bucket = std::mem::take(&mut self.ring[(self.cursor % n) as usize]);
             self.in_ring -= bucket.len();
-            self.cur.extend(bucket.iter().map(|i| Reverse(*i)));
-            // Hand the allocation back for reuse.
-            let mut bucket = bucket;
-            bucket.clear();
-            self.ring[(self.cursor % n) as usize] = bucket;
+            self.cur.extend(bucket.drain(..).map(Reverse));
+            if bucket.capacity() > 0 {
+                self.spare.push(bucket);
+            }
         }
+    }
+
+    fn bucket(&mut self, b: u64) -> &mut Vec<Item<T>> {
+        let n = self.ring.len() as u64;
+        let slot = &mut self.ring[(b % n) as usize];
+        if slot.capacity() == 0 {
+            if let Some(v) = self.spare.pop() {
+                *slot = v;
+            }
+        }
+        slot
     }
 
     /// Moves overflow events that the ring now covers into it (or into the
     /// current bucket).
     fn pull_overflow(&mut self) {
         let horizon = self.horizon();
-        while let Some(Reverse(first)) = self.overflow.peek().copied() {
+        while let Some(Reverse(first)) = self.overflow.peek() {
             let b = first.0 / self.width;
             if b >= horizon {
                 break;
             }
-            self.overflow.pop();
+            let Some(Reverse(first)) = self.overflow.pop() else { break };
             if b <= self.cursor {
                 self.cur.push(Reverse(first));
             } else {
-                let n = self.ring.len() as u64;
-                self.ring[(b % n) as usize].push(first);
+                self.bucket(b).push(first);
                 self.in_ring += 1;
             }
         }

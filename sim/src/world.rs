@@ -96,15 +96,23 @@ pub struct Trace {
     pub dropped: u64,
 }
 
-/// Small and `Copy`, so the queue moves a few bytes per event whatever
-/// the message size; messages wait in a slab.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Ev {
+/// Messages ride in the queue itself: fetching them from a side slab cost
+/// a cache miss per delivery, more than moving a few more bytes per event.
+enum Ev<M> {
     Originate(u32),
-    Deliver { to: u32, from: u32, slot: u32 },
+    Deliver { to: u32, from: u32, msg: M },
     Timer { m: u32 },
     Crash(u32),
     Restart(u32),
+}
+
+/// Per-machine driver state, together so that one event touches one line.
+#[derive(Clone, Copy)]
+struct Mach {
+    /// The CPU is busy until then.
+    busy: Time,
+    timer_at: Option<Time>,
+    down: bool,
 }
 
 struct Driver<'a, P: Protocol> {
@@ -113,12 +121,8 @@ struct Driver<'a, P: Protocol> {
     p: &'a RunParams,
     net: Net,
     proto: &'a mut P,
-    queue: Queue<Ev>,
-    slab: Vec<Option<P::Msg>>,
-    free: Vec<u32>,
-    busy: Vec<Time>,
-    down: Vec<bool>,
-    timer_at: Vec<Option<Time>>,
+    queue: Queue<Ev<P::Msg>>,
+    mach: Vec<Mach>,
     io: Io<P::Msg>,
     trace: Trace,
     count_from: Time,
@@ -138,11 +142,7 @@ pub fn run<P: Protocol>(topo: &Topology, wl: &Workload, p: &RunParams, proto: &m
         // 100 us buckets over a 6.5 s horizon: messages and timers land
         // in the ring, only far-off purges and crashes in the overflow.
         queue: Queue::new(100, 1 << 16),
-        slab: Vec::new(),
-        free: Vec::new(),
-        busy: vec![Time::ZERO; n],
-        down: wl.crashed.clone(),
-        timer_at: vec![None; n],
+        mach: wl.crashed.iter().map(|down| Mach { busy: Time::ZERO, timer_at: None, down: *down }).collect(),
         io: Io { now: Time::ZERO, sends: Vec::new(), applies: Vec::new(), refused: None },
         trace: Trace {
             machines: n,
@@ -169,32 +169,13 @@ pub fn run<P: Protocol>(topo: &Topology, wl: &Workload, p: &RunParams, proto: &m
 }
 
 impl<P: Protocol> Driver<'_, P> {
-    fn push(&mut self, at: Time, ev: Ev) {
+    fn push(&mut self, at: Time, ev: Ev<P::Msg>) {
         self.queue.push(at, ev);
-    }
-
-    fn park(&mut self, msg: P::Msg) -> u32 {
-        match self.free.pop() {
-            Some(i) => {
-                self.slab[i as usize] = Some(msg);
-                i
-            }
-            None => {
-                self.slab.push(Some(msg));
-                (self.slab.len() - 1) as u32
-            }
-        }
-    }
-
-    fn unpark(&mut self, slot: u32) -> Option<P::Msg> {
-        let msg = self.slab.get_mut(slot as usize)?.take();
-        self.free.push(slot);
-        msg
     }
 
     fn start(&mut self) {
         for m in 0..self.topo.len() {
-            if !self.down[m] {
+            if !self.mach[m].down {
                 self.arm_timer(m, Time::ZERO);
             }
             if let Some(at) = self.wl.crash_at[m] {
@@ -222,21 +203,20 @@ impl<P: Protocol> Driver<'_, P> {
                 Ev::Originate(i) => {
                     let i = i as usize;
                     let m = self.wl.purges[i].origin;
-                    if !self.down[m] {
+                    if !self.mach[m].down {
                         self.begin(m, at, self.p.proc);
                         self.proto.originate(&mut self.io, m, i);
                         self.finish(m, false);
                     }
-                    if self.down[m] || self.io.refused.take().is_some() {
+                    if self.mach[m].down || self.io.refused.take().is_some() {
                         self.trace.refused[i] = true;
                         self.missing -= self.wl.live_count();
                     }
                 }
-                Ev::Deliver { to, from, slot } => {
+                Ev::Deliver { to, from, msg } => {
                     let (to, from) = (to as usize, from as usize);
-                    let Some(msg) = self.unpark(slot) else { continue };
                     let (pf, pt) = (self.topo.pop_of(from), self.topo.pop_of(to));
-                    if self.down[to] || self.net.cut(at, pf, pt) {
+                    if self.mach[to].down || self.net.cut(at, pf, pt) {
                         continue;
                     }
                     self.begin(to, at, self.p.proc);
@@ -245,20 +225,20 @@ impl<P: Protocol> Driver<'_, P> {
                 }
                 Ev::Timer { m } => {
                     let m = m as usize;
-                    if self.down[m] || self.timer_at[m] != Some(at) {
+                    if self.mach[m].down || self.mach[m].timer_at != Some(at) {
                         continue;
                     }
-                    self.timer_at[m] = None;
+                    self.mach[m].timer_at = None;
                     self.begin(m, at, Duration::ZERO);
                     self.proto.on_timer(&mut self.io, m);
                     self.finish(m, true);
                 }
-                Ev::Crash(m) => self.down[m as usize] = true,
+                Ev::Crash(m) => self.mach[m as usize].down = true,
                 Ev::Restart(m) => {
                     let m = m as usize;
-                    self.down[m] = false;
+                    self.mach[m].down = false;
                     // Timers armed before the crash died with the machine.
-                    self.timer_at[m] = None;
+                    self.mach[m].timer_at = None;
                     self.begin(m, at, Duration::ZERO);
                     self.proto.restart(&mut self.io, m);
                     self.finish(m, false);
@@ -274,8 +254,8 @@ impl<P: Protocol> Driver<'_, P> {
     /// The machine's CPU takes the work in arrival order: it starts when the
     /// machine is free and the protocol sees the time it finishes.
     fn begin(&mut self, m: usize, at: Time, cost: Duration) {
-        let t = self.busy[m].max(at) + cost;
-        self.busy[m] = t;
+        let t = self.mach[m].busy.max(at) + cost;
+        self.mach[m].busy = t;
         self.io.now = t;
     }
 
@@ -292,11 +272,10 @@ impl<P: Protocol> Driver<'_, P> {
                 k.2 += bytes as u64;
             }
             if let Some(delay) = self.net.transit(depart, from_pop, self.topo.pop_of(to)) {
-                let slot = self.park(msg);
-                self.push(Time(depart.as_micros() + delay), Ev::Deliver { to: to as u32, from: m as u32, slot });
+                self.push(Time(depart.as_micros() + delay), Ev::Deliver { to: to as u32, from: m as u32, msg });
             }
         }
-        self.busy[m] = depart;
+        self.mach[m].busy = depart;
         let applies = std::mem::take(&mut self.io.applies);
         for &i in &applies {
             let k = i * self.topo.len() + m;
@@ -320,8 +299,8 @@ impl<P: Protocol> Driver<'_, P> {
     fn arm_timer(&mut self, m: usize, floor: Time) {
         if let Some(t) = self.proto.next_timer(m) {
             let t = t.max(floor);
-            if self.timer_at[m] != Some(t) {
-                self.timer_at[m] = Some(t);
+            if self.mach[m].timer_at != Some(t) {
+                self.mach[m].timer_at = Some(t);
                 self.push(t, Ev::Timer { m: m as u32 });
             }
         }
