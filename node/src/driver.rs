@@ -300,6 +300,8 @@ impl Driver {
             }
             Event::MemberDown { member, state } => {
                 tracing::warn!(member = %member.name, state = state.as_str(), "member down");
+                // Whatever is still queued for it would arrive stale, if ever.
+                self.transport.reconnect(&member.peer_addr);
             }
             Event::PurgeComplete { id, after } => {
                 metrics::histogram!("purgecast_purge_completion_seconds").record(after.as_secs_f64());

@@ -124,11 +124,12 @@ struct Shared {
 
 struct PeerQueue {
     id: u64,
-    tx: mpsc::Sender<Bytes>,
+    /// Frames tagged with the `reset` generation they were queued in.
+    tx: mpsc::Sender<(u64, Bytes)>,
     queued_bytes: Arc<AtomicUsize>,
-    /// Set by [`Transport::reconnect`]; the task drops its connection before
-    /// the next frame.
-    reset: Arc<AtomicBool>,
+    /// Bumped by [`Transport::reconnect`]: frames queued before are stale
+    /// and the connection dialed before is dead.
+    reset: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -140,7 +141,7 @@ impl PeerQueue {
         }
         // Counted before the push so the task's decrement cannot underflow.
         self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if self.tx.try_send(bytes).is_err() {
+        if self.tx.try_send((self.reset.load(Ordering::SeqCst), bytes)).is_err() {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             return false;
         }
@@ -239,13 +240,17 @@ impl Transport {
         tracing::debug!(peer = peer_addr, len, "peer queue full; frame dropped");
     }
 
-    /// The peer at `peer_addr` restarted: the connection to its old process
-    /// is dead but would look alive until the idle timeout, swallowing every
-    /// frame sent meanwhile. Dial afresh before the next frame, without
-    /// backoff.
+    /// The peer at `peer_addr` restarted or was declared dead. The
+    /// connection to its old process would look alive until the idle
+    /// timeout, swallowing every frame; and what is still queued for it is
+    /// stale (anti-entropy repairs it in bulk, faster than thousands of
+    /// one-stream pushes racing it). So frames queued until now are dropped,
+    /// counted, and the next frame dials afresh without backoff. Frames
+    /// queued after this call (e.g. the reply to its join) are kept.
     pub fn reconnect(&self, peer_addr: &str) {
+        // Under the lock `send` tags frames with, so the cut is exact.
         if let Some(q) = self.shared.lock_peers().get(peer_addr) {
-            q.reset.store(true, Ordering::SeqCst);
+            q.reset.fetch_add(1, Ordering::SeqCst);
         }
     }
 

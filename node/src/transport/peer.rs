@@ -1,7 +1,7 @@
 //! Outgoing side: one task per peer address drains its queue over a
 //! persistent connection, redialing with backoff when it breaks.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use super::{recv, PeerQueue, Shared};
 pub(super) fn spawn(shared: Arc<Shared>, addr: String) -> PeerQueue {
     let (tx, rx) = mpsc::channel(shared.opts.queue_frames);
     let queued_bytes = Arc::new(AtomicUsize::new(0));
-    let reset = Arc::new(AtomicBool::new(false));
+    let reset = Arc::new(AtomicU64::new(0));
     let id = shared.next_peer_id.fetch_add(1, Ordering::Relaxed);
     let runtime = shared.runtime.clone();
     let peer = Peer {
@@ -26,6 +26,7 @@ pub(super) fn spawn(shared: Arc<Shared>, addr: String) -> PeerQueue {
         rx,
         queued: queued_bytes.clone(),
         reset: reset.clone(),
+        conn_gen: 0,
         conn: None,
         last: None,
         failures: 0,
@@ -38,9 +39,11 @@ struct Peer {
     shared: Arc<Shared>,
     addr: String,
     id: u64,
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<(u64, Bytes)>,
     queued: Arc<AtomicUsize>,
-    reset: Arc<AtomicBool>,
+    reset: Arc<AtomicU64>,
+    /// The `reset` generation `conn` was dialed in.
+    conn_gen: u64,
     conn: Option<Connection>,
     /// The most recent stream, awaited at shutdown so queued frames are not
     /// cut off by the connection close.
@@ -75,14 +78,18 @@ enum WriteFail {
 impl Peer {
     async fn run(mut self) {
         loop {
-            let frame = match timeout(self.shared.opts.peer_idle, self.rx.recv()).await {
-                Ok(Some(frame)) => frame,
+            let (gen, frame) = match timeout(self.shared.opts.peer_idle, self.rx.recv()).await {
+                Ok(Some(item)) => item,
                 // The transport is closing and the queue is drained.
                 Ok(None) => break,
                 Err(_) if self.retire() => break,
                 Err(_) => continue,
             };
             self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+            if gen < self.reset.load(Ordering::SeqCst) {
+                self.shared.counters.add(Counter::SendFailed, 1);
+                continue;
+            }
             self.deliver(frame).await;
         }
         if let Some(stream) = self.last.take() {
@@ -163,9 +170,11 @@ impl Peer {
 
     /// The live connection, dialing (after any backoff) if there is none.
     async fn connection(&mut self) -> Option<Connection> {
-        if self.reset.swap(false, Ordering::SeqCst) {
+        let gen = self.reset.load(Ordering::SeqCst);
+        if self.conn_gen < gen {
+            self.conn_gen = gen;
             if let Some(conn) = self.conn.take() {
-                tracing::info!(peer = %self.addr, "peer restarted; dropping the connection to its old process");
+                tracing::info!(peer = %self.addr, "peer restarted or declared dead; dropping its connection");
                 conn.close(VarInt::from_u32(0), b"peer restarted");
             }
             self.last = None;
@@ -215,7 +224,7 @@ impl Peer {
         let mut n = 0;
         for _ in 0..self.rx.len() {
             match self.rx.try_recv() {
-                Ok(frame) => {
+                Ok((_, frame)) => {
                     self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
                     n += 1;
                 }
