@@ -143,7 +143,6 @@ impl Driver {
             if now >= self.next_join {
                 self.join_if_alone(now);
             }
-            self.submit_backlog();
             self.drain();
         }
     }
@@ -249,6 +248,7 @@ impl Driver {
                 Output::Event(e) => self.on_event(e),
             }
         }
+        self.submit_backlog();
         let s = self.engine.stats();
         metrics::counter!("purgecast_purge_duplicates_total").absolute(s.duplicates);
         metrics::counter!("purgecast_purges_caught_up_total").absolute(s.caught_up);
@@ -256,19 +256,10 @@ impl Driver {
         metrics::gauge!("purgecast_purges_retained").set(self.engine.retained() as f64);
     }
 
+    /// Jobs go to the worker in order through the backlog; `drain` hands
+    /// them over once per pass.
     fn submit(&mut self, job: Job) {
-        if !self.backlog.is_empty() {
-            self.backlog.push_back(job);
-            return;
-        }
-        match self.apply.try_send(job) {
-            Ok(()) => {}
-            Err(std_mpsc::TrySendError::Full(job)) => {
-                tracing::debug!(queue = applier::QUEUE, "apply queue full; pausing intake");
-                self.backlog.push_back(job);
-            }
-            Err(std_mpsc::TrySendError::Disconnected(_)) => tracing::error!("apply worker is gone"),
-        }
+        self.backlog.push_back(job);
     }
 
     /// Moves what the worker has room for from the backlog into its queue.
@@ -277,6 +268,7 @@ impl Driver {
             match self.apply.try_send(job) {
                 Ok(()) => {}
                 Err(std_mpsc::TrySendError::Full(job)) => {
+                    tracing::debug!(queue = applier::QUEUE, "apply queue full; pausing intake");
                     self.backlog.push_front(job);
                     break;
                 }
@@ -293,15 +285,18 @@ impl Driver {
         match e {
             Event::MemberUp(m) => {
                 tracing::info!(member = %m.name, addr = %m.peer_addr, pop = %m.location.pop, "member up");
+                self.member_gauges();
             }
             Event::MemberRestarted(m) => {
                 tracing::info!(member = %m.name, addr = %m.peer_addr, boot = m.boot(), "member restarted");
                 self.transport.reconnect(&m.peer_addr);
+                self.member_gauges();
             }
             Event::MemberDown { member, state } => {
                 tracing::warn!(member = %member.name, state = state.as_str(), "member down");
                 // Whatever is still queued for it would arrive stale, if ever.
                 self.transport.reconnect(&member.peer_addr);
+                self.member_gauges();
             }
             Event::PurgeComplete { id, after } => {
                 metrics::histogram!("purgecast_purge_completion_seconds").record(after.as_secs_f64());
@@ -312,6 +307,11 @@ impl Driver {
                 tracing::warn!(peer = %from, kind, %reason, "rejected peer message");
             }
         }
+    }
+
+    /// Walks the member table: only after membership changed, not on every
+    /// purge event.
+    fn member_gauges(&self) {
         let members = self.engine.members();
         for state in [MemberState::Alive, MemberState::Suspect, MemberState::Dead, MemberState::Left] {
             let n = members.iter().filter(|m| m.state == state).count();
