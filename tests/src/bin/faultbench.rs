@@ -125,8 +125,8 @@ async fn member_state(c: &Cluster, i: usize, name: &str) -> Result<String> {
 }
 
 async fn detect(n: usize, runs: usize) -> Result<()> {
-    if n < 4 {
-        bail!("need at least 4 nodes");
+    if n < 4 || runs == 0 {
+        bail!("need at least 4 nodes and 1 run");
     }
     let mut c = Cluster::start(n, production()).await?;
     let mut rows = Vec::new();
@@ -196,6 +196,9 @@ const TOTALS: [(&str, &str); 3] = [
 ];
 
 async fn idle(n: usize, secs: u64) -> Result<()> {
+    if n < 2 || secs == 0 {
+        bail!("need at least 2 nodes and 1 second");
+    }
     let mut c = Cluster::start(n, production()).await?;
     c.wait_members(n, Duration::from_secs(60)).await?;
     // Let joins, first digests and probe schedules settle.
