@@ -1,6 +1,6 @@
 //! The protocol engine: one per node, driven by inputs, emitting outputs.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use crate::purge::{validate_selectors, Mode, Purge, PurgeError};
 use crate::seen::Seen;
 use crate::selector::Selector;
 use crate::swim::Swim;
+use crate::targets::Targets;
 use crate::time::Time;
 use crate::tracker::{PurgeStatus, Tracker};
 
@@ -29,8 +30,10 @@ pub enum Output {
         msg: Message,
     },
     /// Apply this purge to the local index, then call [`Engine::applied`].
+    /// Shared with the messages that carry it: a node applies what it
+    /// forwards without copying selectors.
     Apply {
-        purge: Purge,
+        purge: Arc<Purge>,
     },
     /// This node missed purges that no peer retains any more: remove every
     /// entry from the local index before serving again.
@@ -83,15 +86,8 @@ pub struct Engine {
     stream: StreamId,
     next_seq: u64,
     members: Members,
-    /// Reachable members other than me, by PoP; rebuilt after changes.
-    pops: Option<BTreeMap<String, Vec<NodeId>>>,
-    /// Reachable members other than me, by id; rebuilt after changes. Saves
-    /// walking the member table on every anti-entropy round and gossip hop.
-    peers: Option<Vec<NodeId>>,
-    /// Members I believe dead, rebuilt with `peers`; knocked on one per
-    /// anti-entropy round in case they are alive on the far side of a
-    /// healed partition.
-    dead: Option<Vec<NodeId>>,
+    /// Peer lists derived from `members`, for every hop.
+    targets: Targets,
     seen: Seen,
     tracker: Tracker,
     swim: Swim,
@@ -120,9 +116,7 @@ impl Engine {
             stream: StreamId { origin: me.id, epoch },
             next_seq: 1,
             members,
-            pops: None,
-            peers: None,
-            dead: None,
+            targets: Targets::default(),
             // Keyed from the seed without drawing from the RNG, so the
             // engine's random choices stay what they were.
             seen: Seen::with_key((seed ^ 0x243f_6a88_85a3_08d3).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
@@ -179,9 +173,7 @@ impl Engine {
     pub fn add_member(&mut self, m: Member) {
         if m.id != self.me.id {
             self.members.apply(m);
-            self.pops = None;
-            self.peers = None;
-            self.dead = None;
+            self.targets.invalidate();
         }
     }
 
@@ -232,7 +224,7 @@ impl Engine {
         self.tracker.start(purge.id, now, expected);
         self.stats.originated += 1;
         self.spread_from_origin(&shared);
-        self.out.push_back(Output::Apply { purge: purge.clone() });
+        self.out.push_back(Output::Apply { purge: shared });
         Ok(purge)
     }
 
@@ -316,27 +308,38 @@ impl Engine {
         }
         self.stats.received_new += 1;
         self.forward(&purge, stage, from);
-        self.out.push_back(Output::Apply { purge: Purge::clone(&purge) });
+        self.out.push_back(Output::Apply { purge });
     }
 
     fn forward(&mut self, purge: &Arc<Purge>, stage: Stage, from: NodeId) {
         match stage {
             Stage::PopLocal => {}
             Stage::PopEntry => {
-                let locals = self.pop_peers(&self.me.location.pop.clone());
                 let exclude = [from, purge.origin()];
-                let locals: Vec<NodeId> = locals.into_iter().filter(|n| !exclude.contains(n)).collect();
+                let locals: Vec<NodeId> = self
+                    .targets
+                    .pops(&self.members, &self.me)
+                    .local()
+                    .iter()
+                    .filter(|n| !exclude.contains(n))
+                    .copied()
+                    .collect();
                 self.cover_pop(purge, &locals);
             }
             Stage::PopGossip => {
-                let locals = self.pop_peers(&self.me.location.pop.clone());
-                let locals: Vec<NodeId> = locals.into_iter().filter(|n| *n != from).collect();
+                let locals: Vec<NodeId> = self
+                    .targets
+                    .pops(&self.members, &self.me)
+                    .local()
+                    .iter()
+                    .filter(|n| **n != from)
+                    .copied()
+                    .collect();
                 let k = self.cfg.fanout_for(locals.len() + 1);
                 self.push_random(purge, &locals, k, Stage::PopGossip);
             }
             Stage::Gossip => {
-                self.peers();
-                let peers = self.peers.as_deref().unwrap_or_default();
+                let peers = self.targets.peers(&self.members, self.me.id);
                 // Me plus my peers (I am always reachable to myself).
                 let k = self.cfg.fanout_for(peers.len() + 1);
                 // Draw one spare so that dropping the sender still leaves k;
@@ -357,16 +360,15 @@ impl Engine {
             Strategy::Topology => {
                 // Borrowed out and put back rather than cloned: nothing
                 // below changes membership.
-                self.pops();
-                let pops = self.pops.take().unwrap_or_default();
-                for (pop, ids) in &pops {
-                    if *pop == self.me.location.pop {
+                let pops = self.targets.take_pops(&self.members, &self.me);
+                for (i, (_, ids)) in pops.by_pop.iter().enumerate() {
+                    if pops.is_mine(i) {
                         self.cover_pop(purge, ids);
                     } else {
                         self.push_random(purge, ids, self.cfg.pop_entry, Stage::PopEntry);
                     }
                 }
-                self.pops = Some(pops);
+                self.targets.put_pops(pops);
             }
         }
     }
@@ -389,33 +391,6 @@ impl Engine {
         for id in chosen {
             self.send(id, Message::Push { purge: Arc::clone(purge), stage });
         }
-    }
-
-    fn pops(&mut self) -> &BTreeMap<String, Vec<NodeId>> {
-        let me = self.me.id;
-        let members = &self.members;
-        self.pops.get_or_insert_with(|| {
-            let mut pops: BTreeMap<String, Vec<NodeId>> = BTreeMap::new();
-            for m in members.reachable().filter(|m| m.id != me) {
-                match pops.get_mut(&m.location.pop) {
-                    Some(ids) => ids.push(m.id),
-                    None => {
-                        pops.insert(m.location.pop.clone(), vec![m.id]);
-                    }
-                }
-            }
-            pops
-        })
-    }
-
-    fn peers(&mut self) -> &[NodeId] {
-        let me = self.me.id;
-        let members = &self.members;
-        self.peers.get_or_insert_with(|| members.reachable().map(|m| m.id).filter(|n| *n != me).collect())
-    }
-
-    fn pop_peers(&mut self, pop: &str) -> Vec<NodeId> {
-        self.pops().get(pop).cloned().unwrap_or_default()
     }
 
     fn on_digest(&mut self, from: NodeId, theirs: &[Watermark], reply: bool) {
@@ -456,7 +431,7 @@ impl Engine {
             if self.seen.insert(now, &purge) {
                 self.stats.caught_up += 1;
                 learned += 1;
-                self.out.push_back(Output::Apply { purge: Purge::clone(&purge) });
+                self.out.push_back(Output::Apply { purge });
             } else {
                 self.stats.duplicates += 1;
             }
@@ -505,7 +480,7 @@ impl Engine {
         }
         let prev = self.members.get(m.id).map(|x| x.state);
         let prev_boot = self.members.get(m.id).map(Member::boot);
-        let moved = self.members.get(m.id).is_none_or(|x| x.location != m.location);
+        let moved = self.members.get(m.id).is_none_or(|x| x.profile.location != m.profile.location);
         match self.members.apply(m.clone()) {
             MemberApplied::Stale => return,
             MemberApplied::New | MemberApplied::Changed(_) => {}
@@ -513,9 +488,7 @@ impl Engine {
         // Suspicions come and go all the time in a large cluster; the peer
         // caches only depend on who is reachable and where.
         if moved || prev.map(MemberState::is_reachable) != Some(m.state.is_reachable()) {
-            self.pops = None;
-            self.peers = None;
-            self.dead = None;
+            self.targets.invalidate();
         }
         let n = self.members.len();
         self.swim.gossip(now, m.clone(), n);
@@ -550,8 +523,7 @@ impl Engine {
     }
 
     fn anti_entropy_round(&mut self) {
-        self.peers();
-        let peers = self.peers.as_deref().unwrap_or_default();
+        let peers = self.targets.peers(&self.members, self.me.id);
         let chosen: Vec<NodeId> = peers.choose_multiple(&mut self.rng, self.cfg.ae_peers).copied().collect();
         if chosen.is_empty() {
             return;
@@ -569,11 +541,7 @@ impl Engine {
     /// if it is alive it refutes straight back (see `Members` above), and
     /// its own reconnect revives me on its side.
     fn reconnect(&mut self) {
-        let members = &self.members;
-        let dead = self
-            .dead
-            .get_or_insert_with(|| members.iter().filter(|m| m.state == MemberState::Dead).map(|m| m.id).collect());
-        let Some(&id) = dead.choose(&mut self.rng) else { return };
+        let Some(&id) = self.targets.dead(&self.members).choose(&mut self.rng) else { return };
         // The cache survives a dead member leaving for good.
         let Some(target) = self.members.get(id).filter(|m| m.state == MemberState::Dead).cloned() else { return };
         self.send(id, Message::Members { members: vec![self.me.clone(), target] });

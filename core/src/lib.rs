@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod hash;
 pub mod id;
 mod idset;
 pub mod member;
@@ -17,6 +18,7 @@ pub mod purge;
 pub mod seen;
 pub mod selector;
 pub mod swim;
+mod targets;
 pub mod time;
 pub mod tracker;
 pub mod wire;
@@ -24,7 +26,7 @@ pub mod wire;
 pub use config::{Config, Strategy};
 pub use engine::{Engine, Event, Output};
 pub use id::{NodeId, PurgeId, StreamId};
-pub use member::{Location, Member, MemberState};
+pub use member::{Location, Member, MemberState, Profile};
 pub use message::{Message, Stage};
 pub use purge::{Mode, Purge};
 pub use selector::{Selector, SelectorError};

@@ -2,10 +2,11 @@
 //! set that drops duplicates, and the retained purges it can serve to peers
 //! that missed them.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::hash::{mix64, Keyed, KeyedMap};
 use crate::id::{PurgeId, StreamId};
 use crate::idset::IdSet;
 use crate::message::Watermark;
@@ -62,7 +63,7 @@ pub struct Gap {
 #[derive(Debug, Default)]
 pub struct Seen {
     ids: IdSet,
-    index: HashMap<StreamId, u32>,
+    index: KeyedMap<StreamId, u32>,
     heads: Vec<Head>,
     bodies: Vec<Body>,
     /// Sorted by stream up to `sorted`, then at most FRESH_MAX new ones.
@@ -79,7 +80,7 @@ pub struct Seen {
 impl Seen {
     /// `key` keys the id table's hash; derive it from a private seed.
     pub fn with_key(key: u64) -> Seen {
-        Seen { ids: IdSet::with_key(key), ..Seen::default() }
+        Seen { ids: IdSet::with_key(key), index: KeyedMap::with_hasher(Keyed::new(mix64(key))), ..Seen::default() }
     }
 
     pub fn contains(&self, id: PurgeId) -> bool {
@@ -151,9 +152,15 @@ impl Seen {
             self.maybe_empty = true;
             return false;
         }
-        body.above.insert(seq);
-        while body.above.remove(&(head.contiguous + 1)) {
-            head.contiguous += 1;
+        if seq == head.contiguous + 1 && body.above.is_empty() {
+            // In order, the common case: a B-tree insert and remove would
+            // allocate and free a node for nothing.
+            head.contiguous = seq;
+        } else {
+            body.above.insert(seq);
+            while body.above.remove(&(head.contiguous + 1)) {
+                head.contiguous += 1;
+            }
         }
         head.top = head.top.max(seq);
         body.last_seen = body.last_seen.max(now);

@@ -10,8 +10,7 @@ use crate::time::Time;
 
 /// Every member acknowledges every purge to its origin, so recording an
 /// apply and checking completion must not cost a walk over the expected
-/// set each time: the expected members are a sorted array with a cursor
-/// past the prefix that has applied.
+/// set each time: see [`Tracker::check`].
 #[derive(Debug, Clone)]
 struct Tracked {
     accepted: Time,
@@ -20,8 +19,10 @@ struct Tracked {
     /// Per expected member: time from accept to the origin learning of its
     /// apply.
     done: Vec<Option<Duration>>,
-    /// Every expected member before this index has applied.
-    cursor: usize,
+    /// Expected members that have not applied yet.
+    left: usize,
+    /// Indices of those, once few enough remain to be worth walking.
+    rest: Option<Vec<u32>>,
     /// Applies from members that were not expected (joined later).
     extra: BTreeMap<NodeId, Duration>,
     completed: Option<Duration>,
@@ -54,7 +55,8 @@ impl Tracker {
         expected.sort_unstable();
         expected.dedup();
         let done = vec![None; expected.len()];
-        let t = Tracked { accepted: now, expected, done, cursor: 0, extra: BTreeMap::new(), completed: None };
+        let left = expected.len();
+        let t = Tracked { accepted: now, expected, done, left, rest: None, extra: BTreeMap::new(), completed: None };
         self.by_id.insert(id, t);
         self.order.push_back(id);
     }
@@ -70,7 +72,10 @@ impl Tracker {
         let lat = now.since(t.accepted);
         match t.expected.binary_search(&node) {
             Ok(i) => {
-                t.done[i].get_or_insert(lat);
+                if t.done[i].is_none() {
+                    t.done[i] = Some(lat);
+                    t.left -= 1;
+                }
             }
             Err(_) => {
                 t.extra.entry(node).or_insert(lat);
@@ -93,15 +98,20 @@ impl Tracker {
         done
     }
 
+    /// Complete when no expected member that is still reachable is owed an
+    /// apply. Members never leave the table (leaving is a state), so while
+    /// more expected members are outstanding than the table holds
+    /// unreachable members, one of them must be reachable: the answer for
+    /// nearly every ack, without a walk. Past that point the outstanding
+    /// few are listed once and walked.
     fn check(t: &mut Tracked, now: Time, members: &Members) -> Option<Duration> {
-        if t.completed.is_some() {
+        if t.completed.is_some() || t.left > members.unreachable_count() {
             return None;
         }
-        while t.done.get(t.cursor).is_some_and(Option::is_some) {
-            t.cursor += 1;
-        }
-        let waiting = (t.cursor..t.expected.len())
-            .any(|i| t.done[i].is_none() && members.get(t.expected[i]).is_some_and(|m| m.state.is_reachable()));
+        let rest =
+            t.rest.get_or_insert_with(|| (0..t.done.len() as u32).filter(|i| t.done[*i as usize].is_none()).collect());
+        rest.retain(|i| t.done[*i as usize].is_none());
+        let waiting = rest.iter().any(|i| members.get(t.expected[*i as usize]).is_some_and(|m| m.state.is_reachable()));
         if waiting {
             return None;
         }
@@ -161,18 +171,10 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::member::{Location, Member, MemberState};
+    use crate::member::{Member, MemberState, Profile};
 
     fn member(id: u64, state: MemberState) -> Member {
-        Member {
-            id: NodeId(id),
-            name: String::new(),
-            peer_addr: String::new(),
-            api_addr: String::new(),
-            location: Location::default(),
-            incarnation: 1,
-            state,
-        }
+        Member { incarnation: 1, state, ..Member::new(NodeId(id), Profile::default()) }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use purgecast_proto::wire as pb;
 use purgecast_proto::WIRE_VERSION;
 
 use crate::id::{NodeId, PurgeId, StreamId};
-use crate::member::{Location, Member, MemberState};
+use crate::member::{Location, Member, MemberState, Profile};
 use crate::message::{Message, Stage, Watermark};
 use crate::purge::{Mode, Purge};
 use crate::selector::Selector;
@@ -202,9 +202,9 @@ pub fn purge_from(p: pb::Purge) -> Result<Purge, WireError> {
 fn member_to(m: &Member) -> pb::Member {
     pb::Member {
         id: m.id.0,
-        name: m.name.clone(),
-        peer_addr: m.peer_addr.clone(),
-        location: Some(pb::Location { pop: m.location.pop.clone(), region: m.location.region.clone() }),
+        name: m.profile.name.clone(),
+        peer_addr: m.profile.peer_addr.clone(),
+        location: Some(pb::Location { pop: m.profile.location.pop.clone(), region: m.profile.location.region.clone() }),
         incarnation: m.incarnation,
         state: match m.state {
             MemberState::Alive => pb::MemberState::Alive,
@@ -212,7 +212,7 @@ fn member_to(m: &Member) -> pb::Member {
             MemberState::Dead => pb::MemberState::Dead,
             MemberState::Left => pb::MemberState::Left,
         } as i32,
-        api_addr: m.api_addr.clone(),
+        api_addr: m.profile.api_addr.clone(),
     }
 }
 
@@ -220,10 +220,12 @@ fn member_from(m: pb::Member) -> Member {
     let loc = m.location.unwrap_or_default();
     Member {
         id: NodeId(m.id),
-        name: m.name,
-        peer_addr: m.peer_addr,
-        api_addr: m.api_addr,
-        location: Location { pop: loc.pop, region: loc.region },
+        profile: Arc::new(Profile {
+            name: m.name,
+            peer_addr: m.peer_addr,
+            api_addr: m.api_addr,
+            location: Location { pop: loc.pop, region: loc.region },
+        }),
         incarnation: m.incarnation,
         state: match pb::MemberState::try_from(m.state) {
             Ok(pb::MemberState::Suspect) => MemberState::Suspect,
@@ -254,15 +256,13 @@ mod tests {
             mode: Mode::Soft,
             issued_at_ms: 123,
         };
-        let member = Member {
-            id: NodeId(5),
+        let profile = Profile {
             name: "n5".into(),
             peer_addr: "127.0.0.1:1".into(),
             api_addr: "127.0.0.1:2".into(),
             location: Location { pop: "ams".into(), region: "eu".into() },
-            incarnation: 4,
-            state: MemberState::Suspect,
         };
+        let member = Member { incarnation: 4, state: MemberState::Suspect, ..Member::new(NodeId(5), profile) };
         let wm = Watermark { stream: purge.stream, seq: 8 };
         let msgs = vec![
             Message::Push { purge: Arc::new(purge.clone()), stage: Stage::PopEntry },

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use purgecast_core::{
-    Config, Engine, Location, Member, MemberState, Message, Mode, NodeId, Output, PurgeId, Selector, Strategy, Time,
+    Config, Engine, Location, Member, MemberState, Message, Mode, NodeId, Output, Profile, PurgeId, Selector, Strategy,
+    Time,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -21,15 +22,13 @@ struct Net {
 }
 
 fn member(i: usize, pops: usize) -> Member {
-    Member {
-        id: NodeId::from_name(&format!("n{i}")),
+    let profile = Profile {
         name: format!("n{i}"),
         peer_addr: format!("127.0.0.1:{}", 7000 + i),
         api_addr: String::new(),
         location: Location { pop: format!("p{}", i % pops), region: "r".into() },
-        incarnation: 0,
-        state: MemberState::Alive,
-    }
+    };
+    Member::new(NodeId::from_name(&profile.name), profile)
 }
 
 impl Net {
@@ -220,7 +219,7 @@ fn swim_declares_a_silent_member_dead_and_keeps_the_rest_alive() {
         let e = &net.engines[i];
         for m in e.members().iter() {
             let want = if m.id == dead_id { MemberState::Dead } else { MemberState::Alive };
-            assert_eq!(m.state, want, "node {i}'s view of {}", m.name);
+            assert_eq!(m.state, want, "node {i}'s view of {}", m.profile.name);
         }
     }
 }

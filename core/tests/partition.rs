@@ -6,18 +6,17 @@
 
 use std::time::Duration;
 
-use purgecast_core::{Config, Engine, Location, Member, MemberState, Message, Mode, NodeId, Output, Selector, Time};
+use purgecast_core::{
+    Config, Engine, Location, Member, MemberState, Message, Mode, NodeId, Output, Profile, Selector, Time,
+};
 
 fn member(i: usize) -> Member {
-    Member {
-        id: NodeId::from_name(&format!("n{i}")),
+    let profile = Profile {
         name: format!("n{i}"),
-        peer_addr: String::new(),
-        api_addr: String::new(),
         location: Location { pop: format!("p{}", i % 2), region: format!("r{}", i % 2) },
-        incarnation: 0,
-        state: MemberState::Alive,
-    }
+        ..Profile::default()
+    };
+    Member::new(NodeId::from_name(&profile.name), profile)
 }
 
 struct Cluster {

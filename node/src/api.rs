@@ -53,7 +53,7 @@ fn mode_from_api(m: i32) -> Result<Mode, Status> {
 }
 
 fn member_name(members: &[Member], id: purgecast_core::NodeId) -> String {
-    members.iter().find(|m| m.id == id).map_or_else(|| id.to_string(), |m| m.name.clone())
+    members.iter().find(|m| m.id == id).map_or_else(|| id.to_string(), |m| m.profile.name.clone())
 }
 
 #[tonic::async_trait]
@@ -115,7 +115,7 @@ impl Purger for PurgerService {
             dead: s.dead.iter().map(|n| member_name(&members, *n)).collect(),
             complete: s.completed.is_some(),
             completion_ms: s.completed.map_or(0.0, ms),
-            origin: self.driver.me.name.clone(),
+            origin: self.driver.me.profile.name.clone(),
         }))
     }
 
@@ -128,12 +128,12 @@ impl Purger for PurgerService {
             members: members
                 .iter()
                 .map(|m| pb::MemberInfo {
-                    name: m.name.clone(),
+                    name: m.profile.name.clone(),
                     id: m.id.to_string(),
-                    peer_addr: m.peer_addr.clone(),
-                    api_addr: m.api_addr.clone(),
-                    pop: m.location.pop.clone(),
-                    region: m.location.region.clone(),
+                    peer_addr: m.profile.peer_addr.clone(),
+                    api_addr: m.profile.api_addr.clone(),
+                    pop: m.profile.location.pop.clone(),
+                    region: m.profile.location.region.clone(),
                     state: m.state.as_str().into(),
                     is_self: m.id == self.driver.me.id,
                 })

@@ -24,7 +24,7 @@ pub const QUEUE: usize = 4 * MAX_BATCH;
 pub enum Job {
     /// The store syncs every batch (`StoreOptions::sync`), so a client gets
     /// the id of a purge it submitted only once it is on disk.
-    Apply { purge: Purge },
+    Apply { purge: Arc<Purge> },
     /// Drop every index entry: this node missed purges nobody retains.
     Flush { reason: String },
 }
@@ -76,7 +76,7 @@ pub fn spawn(store: Arc<Store>, retention: Duration, done: mpsc::UnboundedSender
 
 fn run_jobs(store: &Store, jobs: Vec<Job>) -> Done {
     let mut done = Done { applied: Vec::new(), failed: Vec::new() };
-    let mut batch: Vec<(Purge, u64)> = Vec::new();
+    let mut batch: Vec<(Arc<Purge>, u64)> = Vec::new();
     let now = now_ms();
     for job in jobs {
         match job {
@@ -100,7 +100,7 @@ fn run_jobs(store: &Store, jobs: Vec<Job>) -> Done {
     done
 }
 
-fn write_batch(store: &Store, batch: &mut Vec<(Purge, u64)>, done: &mut Done) {
+fn write_batch(store: &Store, batch: &mut Vec<(Arc<Purge>, u64)>, done: &mut Done) {
     if batch.is_empty() {
         return;
     }

@@ -88,7 +88,7 @@ impl Driver {
     ) -> Driver {
         // A node listed among its own seeds (one config for every node)
         // must not count itself as a way into the cluster.
-        let own = engine.me().peer_addr.clone();
+        let own = engine.me().profile.peer_addr.clone();
         let seeds = seeds.into_iter().filter(|s| *s != own).collect();
         Driver {
             engine,
@@ -233,7 +233,7 @@ impl Driver {
         while let Some(out) = self.engine.poll_output() {
             match out {
                 Output::Send { to, msg } => {
-                    let Some(addr) = self.engine.members().get(to).map(|m| m.peer_addr.clone()) else {
+                    let Some(addr) = self.engine.members().get(to).map(|m| m.profile.peer_addr.clone()) else {
                         continue;
                     };
                     let bytes = wire::encode(self.engine.id(), &msg);
@@ -284,18 +284,18 @@ impl Driver {
     fn on_event(&mut self, e: Event) {
         match e {
             Event::MemberUp(m) => {
-                tracing::info!(member = %m.name, addr = %m.peer_addr, pop = %m.location.pop, "member up");
+                tracing::info!(member = %m.profile.name, addr = %m.profile.peer_addr, pop = %m.profile.location.pop, "member up");
                 self.member_gauges();
             }
             Event::MemberRestarted(m) => {
-                tracing::info!(member = %m.name, addr = %m.peer_addr, boot = m.boot(), "member restarted");
-                self.transport.reconnect(&m.peer_addr);
+                tracing::info!(member = %m.profile.name, addr = %m.profile.peer_addr, boot = m.boot(), "member restarted");
+                self.transport.reconnect(&m.profile.peer_addr);
                 self.member_gauges();
             }
             Event::MemberDown { member, state } => {
-                tracing::warn!(member = %member.name, state = state.as_str(), "member down");
+                tracing::warn!(member = %member.profile.name, state = state.as_str(), "member down");
                 // Whatever is still queued for it would arrive stale, if ever.
-                self.transport.reconnect(&member.peer_addr);
+                self.transport.reconnect(&member.profile.peer_addr);
                 self.member_gauges();
             }
             Event::PurgeComplete { id, after } => {

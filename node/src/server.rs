@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use purgecast_core::{Engine, Location, Member, MemberState, NodeId, Time};
+use purgecast_core::{Engine, Location, Member, NodeId, Profile, Time};
 use purgecast_proto::api::index_server::IndexServer;
 use purgecast_proto::api::purger_server::PurgerServer;
 use tokio::sync::{mpsc, watch};
@@ -62,15 +62,15 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
     let (transport, inbound) =
         Transport::bind(cfg.listen_peer, &identity, TransportOptions::default(), wan_handle).await?;
 
-    let me = Member {
-        id: NodeId::from_name(&cfg.name),
-        name: cfg.name.clone(),
-        peer_addr: cfg.advertise(),
-        api_addr: cfg.advertise_api(),
-        location: Location { pop: cfg.pop.clone(), region: cfg.region.clone() },
-        incarnation: 0,
-        state: MemberState::Alive,
-    };
+    let me = Member::new(
+        NodeId::from_name(&cfg.name),
+        Profile {
+            name: cfg.name.clone(),
+            peer_addr: cfg.advertise(),
+            api_addr: cfg.advertise_api(),
+            location: Location { pop: cfg.pop.clone(), region: cfg.region.clone() },
+        },
+    );
     let seed = rand::random::<u64>() ^ me.id.0 ^ epoch;
     let mut engine = Engine::new(protocol.clone(), me.clone(), epoch, seed, Time::ZERO);
     let restored = restore(&store, &mut engine)?;

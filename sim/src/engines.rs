@@ -1,10 +1,9 @@
 //! The shipped protocol: one real `purgecast_core::Engine` per machine.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use purgecast_core::hash::{mix64, KeyedMap};
 use purgecast_core::wire::encoded_len;
 use purgecast_core::{
     Config, Engine, Event, Member, MemberState, Message, Mode, NodeId, Output, Purge, PurgeId, Selector, Stage, Time,
@@ -37,8 +36,9 @@ fn varint_len(v: u64) -> u8 {
 }
 
 /// A message in flight, kept small because the event queue holds it:
-/// nearly all are pushes (a shared purge and a stage); the rest, some as
-/// large as a member record, wait in a box.
+/// nearly all are pushes (a shared purge and a stage); the rest wait in a
+/// box. Acks stay boxed too: inline, their 128-bit id would make every
+/// queued event half as large again.
 pub enum InFlight {
     Push(Arc<Purge>, Stage),
     Other(Box<Message>),
@@ -62,39 +62,10 @@ impl From<InFlight> for Message {
     }
 }
 
-/// A multiply-xor hash for the driver's own lookup tables (ids to machine
-/// numbers, push sizes), hit on every message sent: SipHash showed up in
-/// profiles, and these keys come from the simulation, not from a peer.
-/// Nothing iterates these maps, so the hash cannot change any output.
-#[derive(Default)]
-struct Mix(u64);
-
-impl Hasher for Mix {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-
-    fn write_u8(&mut self, x: u8) {
-        self.write_u64(u64::from(x));
-    }
-
-    fn write_u64(&mut self, x: u64) {
-        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-
-    fn write_u128(&mut self, x: u128) {
-        self.write_u64(x as u64);
-        self.write_u64((x >> 64) as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        splitmix(self.0)
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Mix>>;
+/// The driver's own lookup tables (ids to machine numbers, push sizes) are
+/// hit on every message sent: SipHash showed up in profiles. Nothing
+/// iterates them, so the hash cannot change any output.
+type FastMap<K, V> = KeyedMap<K, V>;
 
 /// Things the engines reported that a correct run should never see.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -119,7 +90,7 @@ pub struct Engines {
     epoch: Vec<u64>,
     /// What each machine applied, as the node's store keeps it; only kept
     /// when the workload restarts machines.
-    log: Option<Vec<Vec<Purge>>>,
+    log: Option<Vec<Vec<Arc<Purge>>>>,
     /// Restarted machines still alone: when to send the next join.
     join_at: Vec<Option<Time>>,
     /// Off only to check that the fuzzer catches a node that forgets what
@@ -148,7 +119,7 @@ impl Engines {
         sorted.sort_by_key(|m| m.id);
         let mut engines = Vec::with_capacity(n);
         for (m, me) in members.iter().enumerate() {
-            let mut e = Engine::new(cfg.clone(), me.clone(), 1, splitmix(seed ^ m as u64), Time::ZERO);
+            let mut e = Engine::new(cfg.clone(), me.clone(), 1, mix64(seed ^ m as u64), Time::ZERO);
             for other in &sorted {
                 e.add_member((*other).clone());
             }
@@ -288,7 +259,7 @@ impl Protocol for Engines {
         self.epoch[m] += 1;
         let epoch = self.epoch[m];
         let me = Member { state: MemberState::Alive, ..self.members[m].clone() };
-        let seed = splitmix(self.seed ^ m as u64 ^ (epoch << 40));
+        let seed = mix64(self.seed ^ m as u64 ^ (epoch << 40));
         let mut e = Engine::new(self.cfg.clone(), me, epoch, seed, io.now);
         if self.restore_on_restart {
             for p in self.log.as_ref().map(|l| &l[m][..]).unwrap_or_default() {
@@ -316,12 +287,4 @@ impl Engines {
             io.send(to, msg.clone().into(), kind_index(&msg), bytes);
         }
     }
-}
-
-/// Decorrelates per-machine seeds derived from one run seed.
-pub fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }

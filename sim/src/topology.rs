@@ -1,6 +1,6 @@
 //! Points of presence at real city coordinates, and the machines in them.
 
-use purgecast_core::{Location, Member, MemberState, NodeId};
+use purgecast_core::{Location, Member, MemberState, NodeId, Profile};
 
 /// The shipped city list: name, country, region, latitude, longitude.
 pub const CITIES_CSV: &str = include_str!("../data/cities.csv");
@@ -153,17 +153,12 @@ impl Topology {
     pub fn member(&self, m: usize, state: MemberState) -> Member {
         let mach = &self.machines[m];
         let pop = &self.pops[mach.pop];
-        Member {
-            id: mach.id,
-            // The engine never reads names; 3,300 copies in 3,300 views
-            // would cost 11 million allocations for nothing.
-            name: String::new(),
-            peer_addr: String::new(),
-            api_addr: String::new(),
+        // The engine never reads names or addresses.
+        let profile = Profile {
             location: Location { pop: pop.city.name.clone(), region: pop.city.region.clone() },
-            incarnation: 0,
-            state,
-        }
+            ..Profile::default()
+        };
+        Member { state, ..Member::new(mach.id, profile) }
     }
 
     /// The selected PoP closest to a point (the core baseline's hub).

@@ -263,8 +263,9 @@ impl<P: Protocol> Driver<'_, P> {
         let now = self.io.now;
         let from_pop = self.topo.pop_of(m);
         let mut depart = now;
-        let sends = std::mem::take(&mut self.io.sends);
-        for (to, msg, kind, bytes) in sends {
+        // Taken and handed back, so the buffer is allocated once per run.
+        let mut sends = std::mem::take(&mut self.io.sends);
+        for (to, msg, kind, bytes) in sends.drain(..) {
             depart = depart + self.p.send;
             if depart >= self.count_from {
                 let k = &mut self.trace.sent[kind];
@@ -275,6 +276,7 @@ impl<P: Protocol> Driver<'_, P> {
                 self.push(Time(depart.as_micros() + delay), Ev::Deliver { to: to as u32, from: m as u32, msg });
             }
         }
+        self.io.sends = sends;
         self.mach[m].busy = depart;
         let applies = std::mem::take(&mut self.io.applies);
         for &i in &applies {

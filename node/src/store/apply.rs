@@ -1,6 +1,7 @@
 //! Applying purges: each selector kind, hard and soft, and many purges in
 //! one atomic batch together with their log records.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 
@@ -226,8 +227,8 @@ impl Store {
 
     /// Applies many purges, in order, in one atomic write (one fsync when
     /// `sync` is set). Returns one outcome per purge.
-    pub fn apply_purges(&self, purges: &[(Purge, u64)]) -> Result<Vec<ApplyOutcome>> {
-        self.apply_each(purges.iter().map(|(p, at)| (p, *at)))
+    pub fn apply_purges<P: Borrow<Purge>>(&self, purges: &[(P, u64)]) -> Result<Vec<ApplyOutcome>> {
+        self.apply_each(purges.iter().map(|(p, at)| (p.borrow(), *at)))
     }
 
     fn apply_each<'p>(&self, purges: impl Iterator<Item = (&'p Purge, u64)>) -> Result<Vec<ApplyOutcome>> {
