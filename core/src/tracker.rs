@@ -201,4 +201,35 @@ mod tests {
         assert_eq!(tr.status(id, &ms).unwrap().dead, vec![NodeId(2)]);
         assert_eq!(tr.record(id, NodeId(2), Time(60), &ms), None, "already complete");
     }
+
+    #[test]
+    fn counts_and_walks_agree_when_members_die_and_come_back() {
+        let mut ms = Members::default();
+        for id in 1..=6 {
+            ms.apply(member(id, MemberState::Alive));
+        }
+        // Unreachable members that were never expected count too, so the
+        // O(1) test passes to the walk, which must still find the living.
+        for id in 7..=9 {
+            ms.apply(member(id, MemberState::Dead));
+        }
+        let mut tr = Tracker::default();
+        let (a, b) = (PurgeId(1), PurgeId(2));
+        tr.start(a, Time(0), (1..=4).map(NodeId).collect());
+        tr.start(b, Time(0), (1..=6).map(NodeId).collect());
+        assert_eq!(tr.record(a, NodeId(1), Time(1), &ms), None, "2, 3 and 4 are alive and owe it");
+        assert_eq!(tr.record(a, NodeId(2), Time(2), &ms), None);
+        assert_eq!(tr.record(a, NodeId(3), Time(3), &ms), None);
+        assert_eq!(tr.record(a, NodeId(4), Time(4), &ms), Some(Duration::from_micros(4)));
+
+        ms.apply(member(5, MemberState::Dead));
+        ms.apply(member(6, MemberState::Dead));
+        for n in 1..=3 {
+            assert_eq!(tr.record(b, NodeId(n), Time(10), &ms), None, "4 is alive and owes it");
+        }
+        // 5 refutes its death before 4 applies: it is owed again.
+        ms.apply(Member { incarnation: 2, ..member(5, MemberState::Alive) });
+        assert_eq!(tr.record(b, NodeId(4), Time(20), &ms), None, "5 is back");
+        assert_eq!(tr.record(b, NodeId(5), Time(30), &ms), Some(Duration::from_micros(30)), "6 is dead");
+    }
 }
