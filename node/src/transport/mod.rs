@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quinn::{Endpoint, EndpointConfig, Runtime, TokioRuntime, VarInt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::tls::{self, Identity, TlsError};
@@ -128,8 +128,10 @@ struct PeerQueue {
     tx: mpsc::Sender<(u64, Bytes)>,
     queued_bytes: Arc<AtomicUsize>,
     /// Bumped by [`Transport::reconnect`]: frames queued before are stale
-    /// and the connection dialed before is dead.
-    reset: Arc<AtomicU64>,
+    /// and the connection dialed before is dead. A watch, not a bare
+    /// counter, so that a write already blocked on that dead connection
+    /// (waiting for stream credit that will never come) is cut short.
+    reset: watch::Sender<u64>,
     task: JoinHandle<()>,
 }
 
@@ -141,7 +143,7 @@ impl PeerQueue {
         }
         // Counted before the push so the task's decrement cannot underflow.
         self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if self.tx.try_send((self.reset.load(Ordering::SeqCst), bytes)).is_err() {
+        if self.tx.try_send((*self.reset.borrow(), bytes)).is_err() {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             return false;
         }
@@ -250,7 +252,7 @@ impl Transport {
     pub fn reconnect(&self, peer_addr: &str) {
         // Under the lock `send` tags frames with, so the cut is exact.
         if let Some(q) = self.shared.lock_peers().get(peer_addr) {
-            q.reset.fetch_add(1, Ordering::SeqCst);
+            q.reset.send_modify(|gen| *gen += 1);
         }
     }
 

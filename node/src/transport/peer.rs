@@ -1,13 +1,13 @@
 //! Outgoing side: one task per peer address drains its queue over a
 //! persistent connection, redialing with backoff when it breaks.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use quinn::{Connection, SendStream, VarInt, WriteError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout, Instant};
 
 use super::stats::Counter;
@@ -16,7 +16,7 @@ use super::{recv, PeerQueue, Shared};
 pub(super) fn spawn(shared: Arc<Shared>, addr: String) -> PeerQueue {
     let (tx, rx) = mpsc::channel(shared.opts.queue_frames);
     let queued_bytes = Arc::new(AtomicUsize::new(0));
-    let reset = Arc::new(AtomicU64::new(0));
+    let (reset, reset_rx) = watch::channel(0u64);
     let id = shared.next_peer_id.fetch_add(1, Ordering::Relaxed);
     let runtime = shared.runtime.clone();
     let peer = Peer {
@@ -25,7 +25,7 @@ pub(super) fn spawn(shared: Arc<Shared>, addr: String) -> PeerQueue {
         id,
         rx,
         queued: queued_bytes.clone(),
-        reset: reset.clone(),
+        reset: reset_rx,
         conn_gen: 0,
         conn: None,
         last: None,
@@ -41,7 +41,7 @@ struct Peer {
     id: u64,
     rx: mpsc::Receiver<(u64, Bytes)>,
     queued: Arc<AtomicUsize>,
-    reset: Arc<AtomicU64>,
+    reset: watch::Receiver<u64>,
     /// The `reset` generation `conn` was dialed in.
     conn_gen: u64,
     conn: Option<Connection>,
@@ -73,6 +73,9 @@ enum WriteFail {
     Refused(VarInt),
     Timeout,
     Lost(String),
+    /// The peer restarted or was declared dead during the write: the frame
+    /// was meant for its old process.
+    Reset,
 }
 
 impl Peer {
@@ -86,11 +89,7 @@ impl Peer {
                 Err(_) => continue,
             };
             self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
-            if gen < self.reset.load(Ordering::SeqCst) {
-                self.shared.counters.add(Counter::SendFailed, 1);
-                continue;
-            }
-            self.deliver(frame).await;
+            self.deliver(gen, frame).await;
         }
         if let Some(stream) = self.last.take() {
             let _ = timeout(self.shared.opts.close_timeout, stream.stopped()).await;
@@ -113,12 +112,16 @@ impl Peer {
         true
     }
 
-    async fn deliver(&mut self, frame: Bytes) {
+    /// `gen`: the reset generation the frame was queued in.
+    async fn deliver(&mut self, gen: u64, frame: Bytes) {
         let shared = self.shared.clone();
         let counters = &shared.counters;
         // A broken connection is usually only noticed on write: retry once
         // on a fresh one before giving up on the frame.
         for _ in 0..2 {
+            if gen < *self.reset.borrow() {
+                break;
+            }
             let Some(conn) = self.connection().await else {
                 counters.add(Counter::SendFailed, 1);
                 self.discard_queued();
@@ -138,6 +141,7 @@ impl Peer {
                     tracing::warn!(peer = %self.addr, len = frame.len(), "write timed out; frame dropped");
                     break;
                 }
+                Err(WriteFail::Reset) => break,
                 Err(WriteFail::Lost(e)) => {
                     tracing::debug!(peer = %self.addr, error = %e, "connection lost; redialing");
                     self.conn = None;
@@ -158,7 +162,11 @@ impl Peer {
             stream.finish().map_err(|e| WriteFail::Lost(e.to_string()))?;
             Ok(stream)
         };
-        match timeout(self.shared.opts.write_timeout, send).await {
+        let outcome = tokio::select! {
+            r = timeout(self.shared.opts.write_timeout, send) => r,
+            Ok(()) = self.reset.changed() => return Err(WriteFail::Reset),
+        };
+        match outcome {
             Ok(Ok(stream)) => {
                 self.last = Some(stream);
                 Ok(())
@@ -170,7 +178,14 @@ impl Peer {
 
     /// The live connection, dialing (after any backoff) if there is none.
     async fn connection(&mut self) -> Option<Connection> {
-        let gen = self.reset.load(Ordering::SeqCst);
+        if let Some(at) = self.retry_at {
+            // A reset while backing off means the peer is back: dial now.
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                Ok(()) = self.reset.changed() => {}
+            }
+        }
+        let gen = *self.reset.borrow_and_update();
         if self.conn_gen < gen {
             self.conn_gen = gen;
             if let Some(conn) = self.conn.take() {
@@ -187,9 +202,6 @@ impl Peer {
             }
             self.conn = None;
             self.last = None;
-        }
-        if let Some(at) = self.retry_at {
-            tokio::time::sleep_until(at).await;
         }
         match connect(&self.shared, &self.addr).await {
             Ok(conn) => {

@@ -231,3 +231,56 @@ async fn bad_peer_addresses_do_not_crash() {
     assert!(eventually(WAIT, || a.t.stats().connect_failures >= 2).await);
     assert_eq!(a.t.stats().frames_sent, 0);
 }
+
+/// A peer killed with SIGKILL leaves a connection that looks alive: once
+/// its stream credit is spent, the next write waits for credit that never
+/// comes. When that peer restarts, `reconnect` must cut that write short
+/// rather than let it hold the queue (and the new process's join reply)
+/// for the write timeout. Here both timeouts are a minute, so only the
+/// cut can deliver within `WAIT`.
+#[tokio::test]
+async fn reconnect_cuts_a_write_stuck_on_a_dead_process() {
+    let ca = generate_ca("ca").unwrap();
+    let long = Duration::from_secs(60);
+    let opts = TransportOptions { write_timeout: long, idle_timeout: long, ..TransportOptions::default() };
+    let a_wan = WanHandle::new(crate::wan::WanConfig::default());
+    let b_wan = WanHandle::new(crate::wan::WanConfig::default());
+    let a = node(&identity(&ca, &ca, "a"), opts, Some(a_wan.clone())).await;
+    let mut b1 = node(&identity(&ca, &ca, "b"), TransportOptions::default(), Some(b_wan.clone())).await;
+    let a_addr = a.t.local_addr().unwrap();
+    let b_addr = b1.t.local_addr().unwrap();
+    a.t.send(&b1.addr, Bytes::from_static(b"hello"));
+    assert_eq!(&recv_within(&mut b1.rx, WAIT).await.unwrap().bytes[..], b"hello");
+
+    // b1 "dies": nothing passes either way, not even its close.
+    a_wan.set_link(b_addr, crate::wan::LinkSpec::blocked());
+    b_wan.set_link(a_addr, crate::wan::LinkSpec::blocked());
+    // More frames than the 256 streams b1 granted: the peer task ends up
+    // waiting for stream credit on the dead connection.
+    for _ in 0..300 {
+        a.t.send(&b1.addr, Bytes::from_static(b"stale"));
+    }
+    assert!(eventually(WAIT, || a.t.stats().frames_sent >= 256).await, "{:?}", a.t.stats());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b1.t.close().await;
+    drop(b1);
+
+    // b restarts on the same address; a learns of it (in the node, from
+    // its join) and reconnects.
+    let b_id = identity(&ca, &ca, "b");
+    let deadline = Instant::now() + WAIT;
+    let (_b2, mut rx) = loop {
+        match Transport::bind(b_addr, &b_id, TransportOptions::default(), None).await {
+            Ok(bound) => break bound,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "port never freed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    a_wan.set_link(b_addr, crate::wan::LinkSpec::default());
+    a.t.reconnect(&b_addr.to_string());
+    a.t.send(&b_addr.to_string(), Bytes::from_static(b"after restart"));
+    let got = recv_within(&mut rx, WAIT).await.expect("the frame for the new process never came");
+    assert_eq!(&got.bytes[..], b"after restart", "stale frames must not reach the new process");
+}

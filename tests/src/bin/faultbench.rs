@@ -100,12 +100,21 @@ async fn catchup(n: usize, missed: usize, concurrency: usize) -> Result<()> {
     c.restart(victim).await?;
     let ready = spawned.elapsed();
     let deadline = Duration::from_secs(300);
+    // Progress every 250 ms on stderr: the shape of the curve (steady,
+    // or one step per anti-entropy round) says where catch-up waits.
+    let mut next_report = Duration::ZERO;
     let clean = loop {
         if c.count_all(victim).await? == 0 {
             break spawned.elapsed();
         }
         if spawned.elapsed() > deadline {
             bail!("node-{victim} still has entries after {deadline:?}");
+        }
+        if spawned.elapsed() >= next_report {
+            let text = metrics::scrape(c.nodes[victim].metrics).await?;
+            let n = metrics::value(&text, "purgecast_purges_caught_up_total");
+            eprintln!("  {:>6.0} ms: {n:.0} caught up", spawned.elapsed().as_secs_f64() * 1e3);
+            next_report += Duration::from_millis(250);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
