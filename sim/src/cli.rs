@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use purgecast_core::Config;
 
-use crate::net::{Jitter, LossModel, NetParams, Partition};
+use crate::net::{CutDir, Jitter, LossModel, NetParams, Partition};
 use crate::report::Echo;
 use crate::scenario::{Scenario, Strategy};
 use crate::topology::{Topology, TopologyError};
@@ -181,20 +181,29 @@ pub fn parse_jitter(s: &str) -> Result<Jitter, String> {
 }
 
 pub fn parse_partition(s: &str) -> Result<Partition, String> {
-    let (mut region, mut start, mut duration) = (None, None, None);
+    let (mut region, mut start, mut duration, mut dir) = (None, None, None, CutDir::Both);
     for kv in s.split(',') {
         let (k, v) = kv.split_once('=').ok_or_else(|| format!("expected key=value in {kv:?}"))?;
         match k.trim() {
             "region" => region = Some(v.trim().to_string()),
             "start" => start = Some(parse_duration(v)?),
             "duration" => duration = Some(parse_duration(v)?),
-            other => return Err(format!("unknown partition key {other:?} (region, start, duration)")),
+            "dir" => {
+                dir = match v.trim() {
+                    "both" => CutDir::Both,
+                    "in" => CutDir::In,
+                    "out" => CutDir::Out,
+                    other => return Err(format!("partition dir must be both, in or out, not {other:?}")),
+                }
+            }
+            other => return Err(format!("unknown partition key {other:?} (region, start, duration, dir)")),
         }
     }
     Ok(Partition {
         region: region.ok_or("partition needs region=")?,
         start: start.ok_or("partition needs start=")?,
         duration: duration.ok_or("partition needs duration=")?,
+        dir,
     })
 }
 
@@ -294,7 +303,14 @@ impl Common {
             partitions: self
                 .partition
                 .iter()
-                .map(|p| format!("region={},start={:?},duration={:?}", p.region, p.start, p.duration))
+                .map(|p| {
+                    let dir = match p.dir {
+                        CutDir::Both => "",
+                        CutDir::In => ",dir=in",
+                        CutDir::Out => ",dir=out",
+                    };
+                    format!("region={},start={:?},duration={:?}{dir}", p.region, p.start, p.duration)
+                })
                 .collect(),
             core_pop: scn.topo.pops[core_pop].city.name.clone(),
             fanout: self.fanout,
@@ -320,6 +336,8 @@ mod tests {
         let p = parse_partition("region=eu,start=2s,duration=5s").unwrap();
         assert_eq!((p.region.as_str(), p.start, p.duration), ("eu", Duration::from_secs(2), Duration::from_secs(5)));
         assert!(parse_partition("region=eu").is_err());
+        assert_eq!(parse_partition("region=eu,start=2s,duration=5s,dir=in").map(|p| p.dir), Ok(CutDir::In));
+        assert!(parse_partition("region=eu,start=2s,duration=5s,dir=up").is_err());
         assert!(parse_partition("zone=eu,start=1s,duration=1s").is_err());
     }
 }

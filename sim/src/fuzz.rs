@@ -15,7 +15,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 
 use crate::cli::{Common, LossArg};
-use crate::net::{Jitter, Net, Partition};
+use crate::net::{CutDir, Jitter, Net, Partition};
 use crate::report::Echo;
 use crate::scenario::{Scenario, Strategy};
 use crate::topology::Topology;
@@ -162,7 +162,8 @@ pub fn generate(seed: u64, opts: &Options) -> anyhow::Result<Schedule> {
         let region = topo.regions.choose(&mut rng).cloned().unwrap_or_default();
         let start = ms(&mut rng, 0, horizon);
         let duration = ms(&mut rng, 100, 20_000);
-        partition.push(Partition { region, start, duration });
+        let dir = *[CutDir::Both, CutDir::Both, CutDir::In, CutDir::Out].choose(&mut rng).unwrap_or(&CutDir::Both);
+        partition.push(Partition { region, start, duration, dir });
     }
     let mut common = Common {
         seed,
@@ -262,7 +263,12 @@ pub fn generate(seed: u64, opts: &Options) -> anyhow::Result<Schedule> {
         // From the start, so that every purge has to cross it.
         match scn.run.net.partitions.first_mut() {
             Some(p) => (p.start, p.duration) = (Duration::ZERO, forever),
-            None => scn.run.net.partitions.push(Partition { region, start: Duration::ZERO, duration: forever }),
+            None => scn.run.net.partitions.push(Partition {
+                region,
+                start: Duration::ZERO,
+                duration: forever,
+                dir: CutDir::Both,
+            }),
         }
     }
     Ok(Schedule { seed, scn, wl, echo, quiet, bound })

@@ -36,6 +36,21 @@ pub struct Partition {
     pub region: String,
     pub start: Duration,
     pub duration: Duration,
+    pub dir: CutDir,
+}
+
+/// Which way a partition cuts. One-way cuts happen in real networks (an
+/// asymmetric firewall rule, a broken return route) and are the hard case
+/// for failure detection: the region can still talk but not hear, or the
+/// reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CutDir {
+    #[default]
+    Both,
+    /// Nothing reaches the region; what it sends gets out.
+    In,
+    /// Nothing leaves the region; what is sent to it arrives.
+    Out,
 }
 
 impl Partition {
@@ -74,6 +89,7 @@ struct Cut {
     region: usize,
     start: u64,
     end: u64,
+    dir: CutDir,
 }
 
 pub struct Net {
@@ -115,6 +131,7 @@ impl Net {
                     region: topo.region_index(&p.region)?,
                     start: p.start.as_micros() as u64,
                     end: p.heal().as_micros() as u64,
+                    dir: p.dir,
                 })
             })
             .collect();
@@ -139,11 +156,18 @@ impl Net {
         self.base[from_pop * self.n_pops + to_pop]
     }
 
-    /// Is the link between two PoPs cut at `now`?
-    pub fn cut(&self, now: Time, a: usize, b: usize) -> bool {
+    /// Is the way from PoP `from` to PoP `to` cut at `now`?
+    pub fn cut(&self, now: Time, from: usize, to: usize) -> bool {
         let t = now.as_micros();
         self.cuts.iter().any(|c| {
-            t >= c.start && t < c.end && ((self.pop_region[a] == c.region) != (self.pop_region[b] == c.region))
+            let (out, inside) = (self.pop_region[from] == c.region, self.pop_region[to] == c.region);
+            t >= c.start
+                && t < c.end
+                && match c.dir {
+                    CutDir::Both => out != inside,
+                    CutDir::In => inside && !out,
+                    CutDir::Out => out && !inside,
+                }
         })
     }
 
@@ -228,11 +252,25 @@ mod tests {
     #[test]
     fn partitions_cut_only_across_the_region_and_only_while_active() {
         let t = line();
-        let p = Partition { region: "mid".into(), start: Duration::from_secs(1), duration: Duration::from_secs(2) };
-        let net = Net::new(&t, NetParams { partitions: vec![p], ..NetParams::default() }, 1);
+        let p = Partition {
+            region: "mid".into(),
+            start: Duration::from_secs(1),
+            duration: Duration::from_secs(2),
+            dir: CutDir::Both,
+        };
+        let net = Net::new(&t, NetParams { partitions: vec![p.clone()], ..NetParams::default() }, 1);
         assert!(!net.cut(Time::from_millis(500), 0, 1));
         assert!(net.cut(Time::from_millis(1500), 0, 1));
+        assert!(net.cut(Time::from_millis(1500), 1, 0));
         assert!(!net.cut(Time::from_millis(1500), 1, 1));
         assert!(!net.cut(Time::from_millis(3000), 0, 1));
+        // Pop 1 is in "mid": one-way cuts block one direction only.
+        let at = Time::from_millis(1500);
+        for (dir, into, out_of) in [(CutDir::In, true, false), (CutDir::Out, false, true)] {
+            let p = Partition { dir, ..p.clone() };
+            let net = Net::new(&t, NetParams { partitions: vec![p], ..NetParams::default() }, 1);
+            assert_eq!((net.cut(at, 0, 1), net.cut(at, 1, 0)), (into, out_of), "{dir:?}");
+            assert!(!net.cut(at, 1, 1) && !net.cut(at, 0, 0));
+        }
     }
 }

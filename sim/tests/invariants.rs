@@ -79,7 +79,7 @@ fn swim_detects_machines_that_crash_during_the_run() {
 
 #[test]
 fn a_partitioned_region_catches_up_after_the_heal() {
-    use purgesim::net::Partition;
+    use purgesim::net::{CutDir, Partition};
     use std::time::Duration;
     let small = Small {
         pops: 24,
@@ -94,7 +94,12 @@ fn a_partitioned_region_catches_up_after_the_heal() {
     let mut scn = small.scenario();
     // Purges run from 0.5 s to 2.5 s; Europe is cut off from 1 s to 5 s,
     // long enough for each side to declare the other dead.
-    let p = Partition { region: "eu".into(), start: Duration::from_secs(1), duration: Duration::from_secs(4) };
+    let p = Partition {
+        region: "eu".into(),
+        start: Duration::from_secs(1),
+        duration: Duration::from_secs(4),
+        dir: CutDir::Both,
+    };
     scn.run.net.partitions = vec![p];
     for o in run_all(&scn, &[Strategy::Topology, Strategy::Gossip], 2) {
         let r = &o.report;
