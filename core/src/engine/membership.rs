@@ -1,0 +1,122 @@
+//! Membership: joins, news about members from any source (SWIM, joins,
+//! leaves, anti-entropy knocks), and what the engine does when a member
+//! comes up, goes down or restarts.
+
+use rand::seq::IndexedRandom;
+
+use super::{Engine, Event};
+use crate::id::NodeId;
+use crate::member::{Applied as MemberApplied, Member, MemberState};
+use crate::message::Message;
+use crate::time::Time;
+
+impl Engine {
+    pub(super) fn on_join(&mut self, now: Time, from: NodeId, member: Member) {
+        if member.id != from {
+            return self.reject(from, "join", "joins on behalf of another node".into());
+        }
+        self.learn(now, member.clone());
+        let all: Vec<Member> = self.members.iter().cloned().collect();
+        self.send(from, Message::Members { members: all });
+        let others: Vec<NodeId> =
+            self.members.reachable().map(|m| m.id).filter(|n| *n != self.me.id && *n != from).collect();
+        for id in others {
+            self.send(id, Message::Members { members: vec![member.clone()] });
+        }
+    }
+
+    /// Merges membership news from any source.
+    pub(crate) fn learn(&mut self, now: Time, m: Member) {
+        if m.id == self.me.id {
+            // Someone thinks I am suspect or dead: refute with a higher
+            // incarnation, which spreads with the next probes.
+            if m.state != MemberState::Alive && self.me.state == MemberState::Alive {
+                if m.incarnation >= self.me.incarnation {
+                    self.me.incarnation = m.incarnation + 1;
+                    self.members.apply(self.me.clone());
+                }
+                // Even when the news is older than my incarnation, peers may
+                // not know that incarnation (they learnt of me from config,
+                // at 0): spread my record, which supersedes the news.
+                let me = self.me.clone();
+                let n = self.members.len();
+                self.swim.gossip(now, me, n);
+            }
+            return;
+        }
+        let prev = self.members.get(m.id).map(|x| x.state);
+        let prev_boot = self.members.get(m.id).map(Member::boot);
+        let moved = self.members.get(m.id).is_none_or(|x| x.profile.location != m.profile.location);
+        match self.members.apply(m.clone()) {
+            MemberApplied::Stale => return,
+            MemberApplied::New | MemberApplied::Changed(_) => {}
+        }
+        // Suspicions come and go all the time in a large cluster; the peer
+        // caches only depend on who is reachable and where.
+        if moved || prev.map(MemberState::is_reachable) != Some(m.state.is_reachable()) {
+            self.targets.invalidate();
+        }
+        let n = self.members.len();
+        self.swim.gossip(now, m.clone(), n);
+        if prev_boot.is_some_and(|b| m.boot() > b) {
+            self.event(Event::MemberRestarted(m.clone()));
+        }
+        let was_up = prev.is_some_and(MemberState::is_reachable);
+        let is_up = m.state.is_reachable();
+        if is_up && !was_up {
+            self.event(Event::MemberUp(m));
+        } else if !is_up && was_up {
+            let state = m.state;
+            self.event(Event::MemberDown { member: m, state });
+            for (id, after) in self.tracker.recheck(now, &self.members) {
+                self.stats.completed += 1;
+                self.event(Event::PurgeComplete { id, after });
+            }
+        }
+    }
+
+    /// After a partition longer than SWIM's detection time, each side
+    /// believes the other dead and, since nothing is sent to dead members,
+    /// would stay split for good. So each round one random dead member is
+    /// told how I see it and me (Serf's reconnect, at anti-entropy pace):
+    /// if it is alive it refutes straight back (see `Members` above), and
+    /// its own reconnect revives me on its side.
+    pub(super) fn reconnect(&mut self) {
+        let Some(&id) = self.targets.dead(&self.members).choose(&mut self.rng) else { return };
+        // The cache survives a dead member leaving for good.
+        let Some(target) = self.members.get(id).filter(|m| m.state == MemberState::Dead).cloned() else { return };
+        self.send(id, Message::Members { members: vec![self.me.clone(), target] });
+    }
+
+    /// Announces a graceful leave to every reachable member.
+    pub fn leave(&mut self) {
+        self.me.state = MemberState::Left;
+        self.me.incarnation += 1;
+        let me = self.me.clone();
+        let peers: Vec<NodeId> = self.members.reachable().map(|m| m.id).filter(|n| *n != self.me.id).collect();
+        for id in peers {
+            self.send(id, Message::Leave { member: me.clone() });
+        }
+    }
+
+    pub(super) fn swim_input(&mut self, input: crate::swim::Input) {
+        let mut fx = crate::swim::Effects::default();
+        self.swim.handle(input, &self.members, &mut fx);
+        self.swim_effects(fx);
+    }
+
+    pub(super) fn swim_tick(&mut self, now: Time) {
+        let mut fx = crate::swim::Effects::default();
+        self.swim.tick(now, &self.me, &self.members, &mut self.rng, &mut fx);
+        self.swim_effects(fx);
+    }
+
+    fn swim_effects(&mut self, fx: crate::swim::Effects) {
+        for (to, msg) in fx.send {
+            self.send(to, msg);
+        }
+        for (now, m) in fx.learned {
+            self.learn(now, m);
+        }
+    }
+}
