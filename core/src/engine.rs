@@ -167,8 +167,8 @@ impl Engine {
 
     /// Re-learns a purge applied before a restart (from the store), so it
     /// is neither applied again nor lost to peers that need it.
-    pub fn restore(&mut self, now: Time, purge: &Purge) {
-        self.seen.insert(now, &Arc::new(purge.clone()));
+    pub fn restore(&mut self, now: Time, purge: Arc<Purge>) {
+        self.seen.insert(now, &purge);
     }
 
     /// Adds a member known from configuration, without announcing it.

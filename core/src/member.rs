@@ -128,8 +128,8 @@ impl Members {
         self.by_id.is_empty()
     }
 
-    /// Merges news about a member; returns the previous state if the news
-    /// changed anything (None if it was new or stale news).
+    /// Merges news about a member: new, changed (with its previous state)
+    /// or stale.
     pub fn apply(&mut self, m: Member) -> Applied {
         // Appending in id order is the common bulk case (configuration).
         let at = match self.by_id.last() {

@@ -63,8 +63,7 @@ impl Targets {
     /// Borrowed out while the caller sends (which needs the engine
     /// mutably); hand it back with [`Targets::put_pops`].
     pub fn take_pops(&mut self, members: &Members, me: &Member) -> Pops {
-        self.pops(members, me);
-        self.pops.take().unwrap_or_default()
+        self.pops.take().unwrap_or_else(|| Pops::build(members, me))
     }
 
     pub fn put_pops(&mut self, pops: Pops) {

@@ -233,12 +233,10 @@ impl Driver {
         while let Some(out) = self.engine.poll_output() {
             match out {
                 Output::Send { to, msg } => {
-                    let Some(addr) = self.engine.members().get(to).map(|m| m.profile.peer_addr.clone()) else {
-                        continue;
-                    };
+                    let Some(member) = self.engine.members().get(to) else { continue };
                     let bytes = wire::encode(self.engine.id(), &msg);
                     metrics::counter!("purgecast_peer_messages_sent_total", "kind" => msg.kind()).increment(1);
-                    self.transport.send(&addr, Bytes::from(bytes));
+                    self.transport.send(&member.profile.peer_addr, Bytes::from(bytes));
                 }
                 Output::Apply { purge } => self.submit(Job::Apply { purge }),
                 Output::Flush { stream, missed_through } => {

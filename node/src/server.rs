@@ -117,10 +117,11 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
 /// (the store prunes its log by wall-clock age independently).
 fn restore(store: &Store, engine: &mut Engine) -> Result<usize, NodeError> {
     let purges = store.applied_purges()?;
-    for (purge, _) in &purges {
-        engine.restore(Time::ZERO, purge);
+    let n = purges.len();
+    for (purge, _) in purges {
+        engine.restore(Time::ZERO, Arc::new(purge));
     }
-    Ok(purges.len())
+    Ok(n)
 }
 
 /// A node that was down longer than the retention window may have missed

@@ -263,7 +263,7 @@ impl Protocol for Engines {
         let mut e = Engine::new(self.cfg.clone(), me, epoch, seed, io.now);
         if self.restore_on_restart {
             for p in self.log.as_ref().map(|l| &l[m][..]).unwrap_or_default() {
-                e.restore(io.now, p);
+                e.restore(io.now, Arc::clone(p));
             }
         }
         self.engines[m] = e;

@@ -1,6 +1,7 @@
 //! Real QUIC on 127.0.0.1. Shared helpers are also used by the WAN tests.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -52,6 +53,21 @@ pub(crate) async fn eventually(wait: Duration, cond: impl Fn() -> bool) -> bool 
 }
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// Binds a new transport on the address a closed one used: a restart. The
+/// port frees once the old endpoint's driver has finished.
+async fn rebind(addr: SocketAddr, id: &Identity) -> (Transport, Receiver<Inbound>) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match Transport::bind(addr, id, TransportOptions::default(), None).await {
+            Ok(bound) => return bound,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "port never freed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
 
 #[tokio::test]
 async fn frames_flow_both_ways_with_verified_names() {
@@ -182,18 +198,7 @@ async fn unreachable_peers_fail_counted_and_reconnect_when_back() {
     a.t.send(&b_addr.to_string(), Bytes::from_static(b"lost"));
     assert!(eventually(WAIT, || a.t.stats().connect_failures >= 1 && a.t.stats().send_failed >= 1).await);
 
-    // The port frees once the old endpoint's driver has finished.
-    let b_id = identity(&ca, &ca, "b");
-    let deadline = Instant::now() + WAIT;
-    let (_b2, mut rx) = loop {
-        match Transport::bind(b_addr, &b_id, TransportOptions::default(), None).await {
-            Ok(bound) => break bound,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "port never freed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let (_b2, mut rx) = rebind(b_addr, &identity(&ca, &ca, "b")).await;
     let mut delivered = None;
     for _ in 0..50 {
         a.t.send(&b_addr.to_string(), Bytes::from_static(b"again"));
@@ -267,17 +272,7 @@ async fn reconnect_cuts_a_write_stuck_on_a_dead_process() {
 
     // b restarts on the same address; a learns of it (in the node, from
     // its join) and reconnects.
-    let b_id = identity(&ca, &ca, "b");
-    let deadline = Instant::now() + WAIT;
-    let (_b2, mut rx) = loop {
-        match Transport::bind(b_addr, &b_id, TransportOptions::default(), None).await {
-            Ok(bound) => break bound,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "port never freed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let (_b2, mut rx) = rebind(b_addr, &identity(&ca, &ca, "b")).await;
     a_wan.set_link(b_addr, crate::wan::LinkSpec::default());
     a.t.reconnect(&b_addr.to_string());
     a.t.send(&b_addr.to_string(), Bytes::from_static(b"after restart"));
