@@ -1,14 +1,23 @@
 //! The purgecast node: drives the sans-IO core with tokio, QUIC and RocksDB.
+//!
+//! Layout, by concern:
+//! - [`server`] wires a node together and runs it until shutdown;
+//! - `protocol`: the loop that drives `purgecast_core::Engine` and the apply
+//!   worker that writes purges to the store;
+//! - `transport`: QUIC between nodes (mutual TLS from [`tls`]);
+//! - [`store`]: the RocksDB cache index and purge log;
+//! - `api`: the gRPC services clients call;
+//! - `metrics`: Prometheus, liveness and readiness;
+//! - [`tools`]: operator commands that are not part of a running node
+//!   (certificate generation, the local dev cluster).
 
-pub mod api;
-pub mod applier;
+mod api;
+mod clock;
 pub mod config;
-pub mod dev;
-pub mod driver;
-pub mod index_api;
-pub mod metrics;
+mod metrics;
+mod protocol;
 pub mod server;
 pub mod store;
 pub mod tls;
-pub mod transport;
-pub mod wan;
+pub mod tools;
+mod transport;

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use purgecast_node::config::NodeConfig;
-use purgecast_node::{dev, server, tls};
+use purgecast_node::server;
+use purgecast_node::tools::{certs, dev};
 
 #[derive(Parser)]
 #[command(name = "purgecast", version, about = "Coreless peer-to-peer CDN purge node")]
@@ -150,15 +151,16 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Certs(args) => {
-            let ca = if args.reuse_ca { tls::read_ca(&args.out)? } else { tls::generate_ca("purgecast cluster CA")? };
+            let ca =
+                if args.reuse_ca { certs::read_ca(&args.out)? } else { certs::generate_ca("purgecast cluster CA")? };
             let mut nodes = Vec::new();
             for spec in &args.nodes {
                 let (name, extra) = spec.split_once(':').unwrap_or((spec.as_str(), ""));
-                let mut sans = tls::dev_sans(name);
+                let mut sans = certs::dev_sans(name);
                 sans.extend(extra.split(',').filter(|s| !s.is_empty()).map(str::to_string));
-                nodes.push((name.to_string(), tls::issue_node_cert(&ca, name, &sans)?));
+                nodes.push((name.to_string(), certs::issue_node_cert(&ca, name, &sans)?));
             }
-            tls::write_certs(&args.out, &ca, &nodes)?;
+            certs::write_certs(&args.out, &ca, &nodes)?;
             println!("wrote CA and {} node certificate(s) to {}", nodes.len(), args.out.display());
             Ok(())
         }

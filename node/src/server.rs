@@ -10,14 +10,13 @@ use purgecast_proto::api::purger_server::PurgerServer;
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Status};
 
-use crate::api::PurgerService;
+use crate::api::{IndexService, PurgerService};
 use crate::config::{ConfigError, NodeConfig};
-use crate::driver::{self, Channels, Driver};
-use crate::index_api::IndexService;
 use crate::metrics::{self as node_metrics, Health};
+use crate::protocol::{self, applier, Channels, Driver};
 use crate::store::{Store, StoreOptions};
-use crate::transport::{Transport, TransportOptions};
-use crate::{applier, tls, wan};
+use crate::tls;
+use crate::transport::{Transport, TransportOptions, WanHandle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -31,8 +30,9 @@ pub enum NodeError {
     Transport(#[from] crate::transport::TransportError),
     #[error("metrics: {0}")]
     Metrics(#[from] node_metrics::MetricsError),
+    #[cfg(feature = "wan-emulation")]
     #[error("wan emulation: {0}")]
-    Wan(#[from] wan::WanError),
+    Wan(#[from] crate::transport::wan::WanError),
     #[error("grpc server: {0}")]
     Grpc(String),
 }
@@ -50,15 +50,7 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
     let epoch = store.next_boot_epoch()?;
     flush_if_down_too_long(&store, protocol.retention)?;
     let identity = tls::load_identity(&cfg.tls.cert, &cfg.tls.key, &cfg.tls.ca)?;
-    let wan_handle = match &cfg.wan_emulation {
-        Some(path) => {
-            let handle = wan::WanHandle::new(wan::WanConfig::load(path).await?);
-            wan::spawn_reloader(path.clone(), handle.clone());
-            tracing::warn!(file = %path.display(), "WAN emulation is ON: peer traffic is delayed/dropped on purpose");
-            Some(handle)
-        }
-        None => None,
-    };
+    let wan_handle = wan_layer(cfg.wan_emulation.as_deref()).await?;
     let (transport, inbound) =
         Transport::bind(cfg.listen_peer, &identity, TransportOptions::default(), wan_handle).await?;
 
@@ -78,7 +70,7 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
 
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let apply = applier::spawn(store.clone(), protocol.retention, done_tx);
-    let (handle, commands) = driver::command_channel(me.clone());
+    let (handle, commands) = protocol::command_channel(me.clone());
     let driver = Driver::new(engine, transport.clone(), apply, started, cfg.seeds.clone());
     let channels = Channels { inbound, done: done_rx, commands, shutdown: shutdown.clone() };
     let driver_task = tokio::spawn(driver.run(channels));
@@ -111,6 +103,30 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
     served.map_err(|e| NodeError::Grpc(e.to_string()))
 }
 
+/// The test-only WAN emulation layer, when the config asks for it.
+#[cfg(feature = "wan-emulation")]
+async fn wan_layer(path: Option<&std::path::Path>) -> Result<Option<WanHandle>, NodeError> {
+    use crate::transport::wan;
+    let Some(path) = path else { return Ok(None) };
+    let handle = WanHandle::new(wan::WanConfig::load(path).await?);
+    wan::spawn_reloader(path.to_path_buf(), handle.clone());
+    tracing::warn!(file = %path.display(), "WAN emulation is ON: peer traffic is delayed/dropped on purpose");
+    Ok(Some(handle))
+}
+
+/// Production builds carry no WAN emulation: a config that asks for it is
+/// refused rather than silently run without it.
+#[cfg(not(feature = "wan-emulation"))]
+async fn wan_layer(path: Option<&std::path::Path>) -> Result<Option<WanHandle>, NodeError> {
+    match path {
+        None => Ok(None),
+        Some(_) => Err(NodeError::Config(ConfigError::Invalid {
+            key: "wan_emulation",
+            reason: "this build has no WAN emulation (a test-only cargo feature, `wan-emulation`)".into(),
+        })),
+    }
+}
+
 /// Re-teaches the engine what this node applied before it stopped, so it
 /// neither applies those purges again nor asks peers for them. Engine time
 /// starts at zero with this process: restored purges count as seen at zero
@@ -131,7 +147,7 @@ fn restore(store: &Store, engine: &mut Engine) -> Result<usize, NodeError> {
 fn flush_if_down_too_long(store: &Store, retention: Duration) -> Result<(), NodeError> {
     let Some(raw) = store.get_meta(applier::LAST_ALIVE)? else { return Ok(()) };
     let last = raw.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
-    let down = Duration::from_millis(applier::now_ms().saturating_sub(last));
+    let down = Duration::from_millis(crate::clock::now_ms().saturating_sub(last));
     if down > retention {
         let removed = store.flush_index()?;
         metrics::counter!("purgecast_flushes_total").increment(1);

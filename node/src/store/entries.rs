@@ -60,13 +60,6 @@ fn normalise(index: usize, input: &EntryInput) -> Result<Entry> {
     })
 }
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// Adds the deletion of `e` and all its index rows to `batch`.
 pub(crate) fn delete_entry(batch: &mut WriteBatch, cfs: &Cfs<'_>, e: &Entry) {
     batch.delete_cf(cfs.entries, e.key.as_bytes());
@@ -134,7 +127,7 @@ impl Store {
     /// The entry for a URL (normalised first), or None if absent or expired
     /// by the wall clock.
     pub fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.get_at(key, now_ms())
+        self.get_at(key, crate::clock::now_ms())
     }
 
     /// As [`Store::get`], with the current time given.

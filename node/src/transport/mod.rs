@@ -16,6 +16,8 @@ mod recv;
 mod stats;
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(feature = "wan-emulation")]
+pub mod wan;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,7 +32,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::tls::{self, Identity, TlsError};
-use crate::wan::{self, WanHandle};
+#[cfg(feature = "wan-emulation")]
+pub use wan::WanHandle;
+
+/// Without the test-only `wan-emulation` feature there is no WAN layer, so
+/// this type has no values and `bind` can only be given `None`.
+#[cfg(not(feature = "wan-emulation"))]
+#[derive(Debug, Clone)]
+pub enum WanHandle {}
 pub use stats::TransportStats;
 use stats::{Counter, Counters};
 
@@ -186,7 +195,10 @@ impl Transport {
         let socket = std::net::UdpSocket::bind(listen).map_err(bind_err)?;
         let quinn_rt: Arc<dyn Runtime> = Arc::new(TokioRuntime);
         let socket = match wan {
+            #[cfg(feature = "wan-emulation")]
             Some(handle) => wan::emulated_socket(socket, handle),
+            #[cfg(not(feature = "wan-emulation"))]
+            Some(never) => match never {},
             None => quinn_rt.wrap_udp_socket(socket),
         }
         .map_err(bind_err)?;

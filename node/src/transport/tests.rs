@@ -10,8 +10,9 @@ use tokio::sync::mpsc::Receiver;
 use tokio::time::{timeout, Instant};
 
 use super::{Inbound, Transport, TransportOptions};
-use crate::tls::{dev_sans, generate_ca, issue_node_cert, CaBundle, Identity};
-use crate::wan::WanHandle;
+use crate::tls::Identity;
+use crate::tools::certs::{dev_sans, generate_ca, issue_node_cert, CaBundle};
+use crate::transport::WanHandle;
 
 pub(crate) struct TestNode {
     pub t: Transport,
@@ -243,13 +244,14 @@ async fn bad_peer_addresses_do_not_crash() {
 /// rather than let it hold the queue (and the new process's join reply)
 /// for the write timeout. Here both timeouts are a minute, so only the
 /// cut can deliver within `WAIT`.
+#[cfg(feature = "wan-emulation")]
 #[tokio::test]
 async fn reconnect_cuts_a_write_stuck_on_a_dead_process() {
     let ca = generate_ca("ca").unwrap();
     let long = Duration::from_secs(60);
     let opts = TransportOptions { write_timeout: long, idle_timeout: long, ..TransportOptions::default() };
-    let a_wan = WanHandle::new(crate::wan::WanConfig::default());
-    let b_wan = WanHandle::new(crate::wan::WanConfig::default());
+    let a_wan = WanHandle::new(crate::transport::wan::WanConfig::default());
+    let b_wan = WanHandle::new(crate::transport::wan::WanConfig::default());
     let a = node(&identity(&ca, &ca, "a"), opts, Some(a_wan.clone())).await;
     let mut b1 = node(&identity(&ca, &ca, "b"), TransportOptions::default(), Some(b_wan.clone())).await;
     let a_addr = a.t.local_addr().unwrap();
@@ -258,8 +260,8 @@ async fn reconnect_cuts_a_write_stuck_on_a_dead_process() {
     assert_eq!(&recv_within(&mut b1.rx, WAIT).await.unwrap().bytes[..], b"hello");
 
     // b1 "dies": nothing passes either way, not even its close.
-    a_wan.set_link(b_addr, crate::wan::LinkSpec::blocked());
-    b_wan.set_link(a_addr, crate::wan::LinkSpec::blocked());
+    a_wan.set_link(b_addr, crate::transport::wan::LinkSpec::blocked());
+    b_wan.set_link(a_addr, crate::transport::wan::LinkSpec::blocked());
     // More frames than the 256 streams b1 granted: the peer task ends up
     // waiting for stream credit on the dead connection.
     for _ in 0..300 {
@@ -273,7 +275,7 @@ async fn reconnect_cuts_a_write_stuck_on_a_dead_process() {
     // b restarts on the same address; a learns of it (in the node, from
     // its join) and reconnects.
     let (_b2, mut rx) = rebind(b_addr, &identity(&ca, &ca, "b")).await;
-    a_wan.set_link(b_addr, crate::wan::LinkSpec::default());
+    a_wan.set_link(b_addr, crate::transport::wan::LinkSpec::default());
     a.t.reconnect(&b_addr.to_string());
     a.t.send(&b_addr.to_string(), Bytes::from_static(b"after restart"));
     let got = recv_within(&mut rx, WAIT).await.expect("the frame for the new process never came");

@@ -1,18 +1,11 @@
-//! The public gRPC API: purges, their status, membership, and the index a
-//! cache server fills. Every request is validated here; a bad one gets
-//! INVALID_ARGUMENT saying what is wrong, never a crash.
+//! The purge service: purges, their status and membership.
 
 use purgecast_core::purge::MAX_SELECTORS;
 use purgecast_core::{Member, Mode, PurgeId, Selector};
 use purgecast_proto::api::{self as pb, purger_server::Purger};
 use tonic::{Request, Response, Status};
 
-use crate::driver::{Command, DriverError, Handle};
-
-/// Most entries in one Put.
-pub const MAX_PUT: usize = 10_000;
-/// Most entries one List returns.
-pub const MAX_LIST: u32 = 10_000;
+use crate::protocol::{Command, DriverError, Handle};
 
 pub struct PurgerService {
     pub driver: Handle,

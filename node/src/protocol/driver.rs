@@ -10,7 +10,7 @@ use purgecast_core::engine::{Event, Output};
 use purgecast_core::{wire, Engine, Member, MemberState, Mode, NodeId, Purge, PurgeId, PurgeStatus, Selector, Time};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::applier::{self, Done, Job};
+use super::applier::{self, Done, Job};
 use crate::transport::{Inbound, Transport};
 
 pub struct Accepted {
@@ -207,7 +207,7 @@ impl Driver {
                     let _ = reply.send(Err(DriverError::NotJoined));
                     return;
                 }
-                match self.engine.originate(now, selectors, mode, applier::now_ms()) {
+                match self.engine.originate(now, selectors, mode, crate::clock::now_ms()) {
                     Ok(purge) => {
                         metrics::counter!("purgecast_purges_accepted_total").increment(1);
                         let members_total = self.engine.members().reachable_count();

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use tokio::time::{timeout, Instant};
 
 use super::*;
-use crate::tls::generate_ca;
+use crate::tools::certs::generate_ca;
 use crate::transport::tests::{eventually, pair, recv_within, TestNode};
 
 const WAIT: Duration = Duration::from_secs(15);

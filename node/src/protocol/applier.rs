@@ -7,11 +7,12 @@
 
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use purgecast_core::{Purge, PurgeId};
 use tokio::sync::mpsc;
 
+use crate::clock::now_ms;
 use crate::store::Store;
 
 /// Largest number of purges written in one batch.
@@ -33,10 +34,6 @@ pub enum Job {
 pub struct Done {
     pub applied: Vec<(PurgeId, purgecast_core::NodeId)>,
     pub failed: Vec<(PurgeId, String)>,
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 pub fn spawn(store: Arc<Store>, retention: Duration, done: mpsc::UnboundedSender<Done>) -> std_mpsc::SyncSender<Job> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use purgecast_proto::api::{self as pb, index_server::Index};
 use tonic::{Request, Response, Status};
 
-use crate::api::{MAX_LIST, MAX_PUT};
+use super::{MAX_LIST, MAX_PUT};
 use crate::store::{Entry, EntryInput, Store, StoreError};
 
 pub struct IndexService {
@@ -72,7 +72,7 @@ impl Index for IndexService {
         if entries.len() > MAX_PUT {
             return Err(Status::invalid_argument(format!("too many entries: {} (at most {MAX_PUT})", entries.len())));
         }
-        let now = crate::applier::now_ms();
+        let now = crate::clock::now_ms();
         let inputs: Vec<EntryInput> = entries
             .into_iter()
             .map(|e| EntryInput {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
+use super::certs;
 use crate::config::{NodeConfig, TlsConfig};
-use crate::tls;
 
 #[derive(clap::Args, Debug)]
 pub struct DevArgs {
@@ -57,7 +57,7 @@ fn node_config(args: &DevArgs, i: usize, certs: &Path) -> anyhow::Result<NodeCon
         let p = usize::from(args.base_port) + usize::from(offset) + i;
         u16::try_from(p).with_context(|| format!("port {p} out of range: lower --base-port"))
     };
-    let paths = tls::cert_paths(certs, &name)?;
+    let paths = certs::cert_paths(certs, &name)?;
     let seeds = (0..args.nodes.min(3))
         .filter(|j| *j != i)
         .map(|j| port(1000).map(|_| format!("127.0.0.1:{}", usize::from(args.base_port) + 1000 + j)))
@@ -79,15 +79,16 @@ fn node_config(args: &DevArgs, i: usize, certs: &Path) -> anyhow::Result<NodeCon
 
 fn ensure_certs(dir: &Path, nodes: usize) -> anyhow::Result<PathBuf> {
     let certs = dir.join("certs");
-    let ca = if certs.join("ca.pem").exists() { tls::read_ca(&certs)? } else { tls::generate_ca("purgecast dev CA")? };
+    let ca =
+        if certs.join("ca.pem").exists() { certs::read_ca(&certs)? } else { certs::generate_ca("purgecast dev CA")? };
     let mut issued = Vec::new();
     for i in 0..nodes {
         let name = format!("node-{i}");
         if !certs.join(format!("{name}.pem")).exists() {
-            issued.push((name.clone(), tls::issue_node_cert(&ca, &name, &tls::dev_sans(&name))?));
+            issued.push((name.clone(), certs::issue_node_cert(&ca, &name, &certs::dev_sans(&name))?));
         }
     }
-    tls::write_certs(&certs, &ca, &issued)?;
+    certs::write_certs(&certs, &ca, &issued)?;
     Ok(certs)
 }
 
