@@ -42,6 +42,16 @@ pub fn json(echo: &Echo, reports: &[Report]) -> Result<String, serde_json::Error
 
 pub fn text(echo: &Echo, reports: &[Report]) -> String {
     let mut s = String::new();
+    header(&mut s, echo);
+    latency_table(&mut s, reports);
+    completion_table(&mut s, reports);
+    cost_table(&mut s, reports);
+    run_table(&mut s, reports);
+    s
+}
+
+/// The scenario in two lines (plus one per partition): how to rerun it.
+fn header(s: &mut String, echo: &Echo) {
     let _ = writeln!(
         s,
         "purgesim seed {}: {} PoPs x {} = {} machines ({} crashed before, {} during), {} purges every {} ms",
@@ -70,6 +80,9 @@ pub fn text(echo: &Echo, reports: &[Report]) -> String {
     for p in &echo.partitions {
         let _ = writeln!(s, "partition: {p}");
     }
+}
+
+fn latency_table(s: &mut String, reports: &[Report]) {
     let _ = writeln!(s, "\nper-machine delivery latency (ms); bound = direct one-way fibre latency from the origin");
     let _ = writeln!(
         s,
@@ -94,6 +107,9 @@ pub fn text(echo: &Echo, reports: &[Report]) -> String {
             r.latency_ratio_p99
         );
     }
+}
+
+fn completion_table(s: &mut String, reports: &[Report]) {
     let _ =
         writeln!(s, "\nper-purge completion (ms, until the last live machine applied); bound = max over live machines");
     let _ = writeln!(
@@ -118,6 +134,9 @@ pub fn text(echo: &Echo, reports: &[Report]) -> String {
             r.incomplete_purges
         );
     }
+}
+
+fn cost_table(s: &mut String, reports: &[Report]) {
     let _ = writeln!(s, "\ncost per purge per machine (all messages, incl. acks, anti-entropy and SWIM)");
     let _ = writeln!(s, "{:<10} {:>8} {:>10}  by kind (msgs / bytes)", "strategy", "msgs", "bytes");
     for r in reports {
@@ -135,6 +154,10 @@ pub fn text(echo: &Echo, reports: &[Report]) -> String {
             kinds.join(", ")
         );
     }
+}
+
+/// Run sizes and the invariants (both must be zero), with heal times.
+fn run_table(s: &mut String, reports: &[Report]) {
     let _ = writeln!(s, "\nrun: events, simulated end, retransmitted / dropped messages, invariants, partition heal");
     for r in reports {
         let heals: Vec<String> =
@@ -152,5 +175,4 @@ pub fn text(echo: &Echo, reports: &[Report]) -> String {
             if heals.is_empty() { String::new() } else { format!(", full delivery after heal: {}", heals.join(", ")) }
         );
     }
-    s
 }
