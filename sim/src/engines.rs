@@ -9,27 +9,10 @@ use purgecast_core::{
     Config, Engine, Event, Member, MemberState, Message, Mode, NodeId, Output, Purge, PurgeId, Selector, Stage, Time,
 };
 
+use crate::msg_kind::MsgKind;
 use crate::topology::Topology;
 use crate::workload::Workload;
 use crate::world::{Io, Protocol};
-
-const KINDS: &[&str] =
-    &["push", "applied", "digest", "catchup", "join", "members", "ping", "ping_ack", "ping_req", "leave"];
-
-fn kind_index(msg: &Message) -> usize {
-    match msg {
-        Message::Push { .. } => 0,
-        Message::Applied { .. } => 1,
-        Message::Digest { .. } => 2,
-        Message::Catchup { .. } => 3,
-        Message::Join { .. } => 4,
-        Message::Members { .. } => 5,
-        Message::Ping { .. } => 6,
-        Message::PingAck { .. } => 7,
-        Message::PingReq { .. } => 8,
-        Message::Leave { .. } => 9,
-    }
-}
 
 fn varint_len(v: u64) -> u8 {
     (1 + (63 - (v | 1).leading_zeros()) / 7) as u8
@@ -178,7 +161,7 @@ impl Engines {
                 Output::Send { to, msg } => match self.by_id.get(&to) {
                     Some(&t) => {
                         let bytes = self.size(self.ids[m], &msg);
-                        let kind = kind_index(&msg);
+                        let kind = MsgKind::of(&msg);
                         io.send(t, msg.into(), kind, bytes);
                     }
                     None => self.counters.unknown += 1,
@@ -205,10 +188,6 @@ impl Engines {
 
 impl Protocol for Engines {
     type Msg = InFlight;
-
-    fn kinds(&self) -> &'static [&'static str] {
-        KINDS
-    }
 
     fn originate(&mut self, io: &mut Io<InFlight>, m: usize, purge: usize) {
         // As the node does: one that knows nobody could only apply the purge
@@ -284,7 +263,7 @@ impl Engines {
         let msg = self.engines[m].join_message();
         let bytes = encoded_len(self.ids[m], &msg);
         for to in (0..self.ids.len()).filter(|t| *t != m) {
-            io.send(to, msg.clone().into(), kind_index(&msg), bytes);
+            io.send(to, msg.clone().into(), MsgKind::of(&msg), bytes);
         }
     }
 }

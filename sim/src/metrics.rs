@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::msg_kind::{MsgKind, SentByKind};
 use crate::net::Net;
 use crate::topology::Topology;
 use crate::workload::Workload;
@@ -53,7 +54,7 @@ pub fn round3(x: f64) -> f64 {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KindCost {
-    pub kind: &'static str,
+    pub kind: MsgKind,
     pub msgs_per_purge_machine: f64,
     pub bytes_per_purge_machine: f64,
 }
@@ -165,13 +166,14 @@ fn samples(topo: &Topology, wl: &Workload, net: &Net, live: &[usize], t: &Trace)
     s
 }
 
-fn by_kind(sent: &[(&'static str, u64, u64)], denom: f64) -> Vec<KindCost> {
+/// The kinds sent at all, in the order of [`MsgKind::ALL`].
+fn by_kind(sent: &SentByKind, denom: f64) -> Vec<KindCost> {
     sent.iter()
-        .filter(|(_, c, _)| *c > 0)
-        .map(|(k, c, b)| KindCost {
-            kind: k,
-            msgs_per_purge_machine: round3(*c as f64 / denom),
-            bytes_per_purge_machine: round3(*b as f64 / denom),
+        .filter(|(_, t)| t.msgs > 0)
+        .map(|(kind, t)| KindCost {
+            kind,
+            msgs_per_purge_machine: round3(t.msgs as f64 / denom),
+            bytes_per_purge_machine: round3(t.bytes as f64 / denom),
         })
         .collect()
 }
@@ -190,8 +192,7 @@ pub fn report(name: &str, topo: &Topology, wl: &Workload, net: &Net, heals: &[Du
     s.compl_ratio.sort_by(f64::total_cmp);
     let median_ratio = s.compl_ratio.get(s.compl_ratio.len().saturating_sub(1) / 2).copied().unwrap_or(0.0);
     let denom = (accepted * (n - wl.crashed.iter().filter(|c| **c).count())).max(1) as f64;
-    let msgs: u64 = t.sent.iter().map(|k| k.1).sum();
-    let bytes: u64 = t.sent.iter().map(|k| k.2).sum();
+    let total = t.sent.total();
     Report {
         strategy: name.to_string(),
         latency_ratio_p50: ratio(latency.p50, latency_bound.p50),
@@ -205,8 +206,8 @@ pub fn report(name: &str, topo: &Topology, wl: &Workload, net: &Net, heals: &[Du
         completion_bound,
         incomplete_purges: incomplete,
         delivery_ratio: round3(s.applied_live as f64 / (accepted * live.len()).max(1) as f64 * 100.0) / 100.0,
-        msgs_per_purge_machine: round3(msgs as f64 / denom),
-        bytes_per_purge_machine: round3(bytes as f64 / denom),
+        msgs_per_purge_machine: round3(total.msgs as f64 / denom),
+        bytes_per_purge_machine: round3(total.bytes as f64 / denom),
         by_kind: by_kind(&t.sent, denom),
         heal_to_full_ms: heals.iter().map(|h| heal_to_full(wl, &live, t, *h)).collect(),
         events: t.events,

@@ -6,6 +6,7 @@ use purgecast_core::Config;
 use serde::Serialize;
 
 use crate::metrics::Report;
+use crate::msg_kind::MsgKind;
 use crate::plot::{SweepLine, SweepPoint};
 use crate::scenario::{par_map, run_strategy, Scenario, Strategy};
 
@@ -111,7 +112,7 @@ pub fn text(rows: &[SweepRow]) -> String {
     );
     for r in rows {
         let p = &r.report;
-        let push = p.by_kind.iter().find(|k| k.kind == "push").map_or(0.0, |k| k.msgs_per_purge_machine);
+        let push = p.by_kind.iter().find(|k| k.kind == MsgKind::Push).map_or(0.0, |k| k.msgs_per_purge_machine);
         let _ = writeln!(
             s,
             "{:<9} {:<9} {:>5} | {:>8.3} {:>8.1} {:>8.1} {:>8.1} | {:>6.3} {:>6.3} | {:>8.3} {:>8.3} {:>10}",
