@@ -50,6 +50,15 @@ impl From<InFlight> for Message {
 /// iterates them, so the hash cannot change any output.
 type FastMap<K, V> = KeyedMap<K, V>;
 
+/// All a push's encoded size depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PushKey {
+    purge: PurgeId,
+    stage: Stage,
+    /// Varint length of the sender's id.
+    sender_len: u8,
+}
+
 /// Things the engines reported that a correct run should never see.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineCounters {
@@ -82,10 +91,9 @@ pub struct Engines {
     ids: Vec<NodeId>,
     by_id: FastMap<NodeId, usize>,
     by_purge: FastMap<PurgeId, usize>,
-    /// A push's encoded size depends only on the purge, the stage and the
-    /// varint length of the sender id: computing it once per key keeps the
-    /// count exact without re-encoding every copy.
-    push_len: FastMap<(PurgeId, u8, u8), usize>,
+    /// Encoded push sizes, computed once per key: exact counts without
+    /// re-encoding every copy.
+    push_len: FastMap<PushKey, usize>,
     pub counters: EngineCounters,
 }
 
@@ -141,7 +149,7 @@ impl Engines {
 
     fn size(&mut self, from: NodeId, msg: &Message) -> usize {
         if let Message::Push { purge, stage } = msg {
-            let key = (purge.id, *stage as u8, varint_len(from.0));
+            let key = PushKey { purge: purge.id, stage: *stage, sender_len: varint_len(from.0) };
             if let Some(n) = self.push_len.get(&key) {
                 return *n;
             }
