@@ -125,4 +125,41 @@ mod tests {
         assert_eq!(sent.total(), Tally { msgs: 55, bytes: 550 });
         assert_eq!(format!("{:<9}|", MsgKind::PingAck), "ping_ack |");
     }
+
+    /// The node labels its metrics with core's `Message::kind()`: the
+    /// simulator's names must be the same.
+    #[test]
+    fn names_match_the_cores_message_kinds() {
+        use std::sync::Arc;
+
+        use purgecast_core::{Member, Mode, NodeId, Profile, Purge, PurgeId, Stage, StreamId};
+
+        let id = NodeId::from_name("a");
+        let member = Member::new(id, Profile::default());
+        let purge = Purge {
+            id: PurgeId(1),
+            stream: StreamId { origin: id, epoch: 1 },
+            seq: 1,
+            selectors: Vec::new(),
+            mode: Mode::Hard,
+            issued_at_ms: 0,
+        };
+        let msgs = [
+            Message::Push { purge: Arc::new(purge), stage: Stage::PopLocal },
+            Message::Applied { purge_id: PurgeId(1), node: id },
+            Message::Digest { watermarks: Vec::new(), reply: false },
+            Message::Catchup { purges: Vec::new(), expired: Vec::new() },
+            Message::Join { member: member.clone() },
+            Message::Members { members: Vec::new() },
+            Message::Ping { probe: 1, updates: Vec::new() },
+            Message::PingAck { probe: 1, updates: Vec::new() },
+            Message::PingReq { probe: 1, target: id, updates: Vec::new() },
+            Message::Leave { member },
+        ];
+        let kinds: Vec<MsgKind> = msgs.iter().map(MsgKind::of).collect();
+        assert_eq!(kinds, MsgKind::ALL);
+        for m in &msgs {
+            assert_eq!(MsgKind::of(m).name(), m.kind());
+        }
+    }
 }
