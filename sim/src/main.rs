@@ -94,7 +94,7 @@ fn run_sweep(a: SweepArgs) -> anyhow::Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "params": echo, "sweep": rows }))?);
     } else {
-        print!("{}", report::text(&echo, &[]).lines().take(2).map(|l| format!("{l}\n")).collect::<String>());
+        print!("{}", report::scenario_lines(&echo));
         print!("{}", sweep::text(&rows));
     }
     let events: u64 = rows.iter().map(|r| r.report.events).sum();

@@ -41,8 +41,10 @@ pub fn json(echo: &Echo, reports: &[Report]) -> Result<String, serde_json::Error
 }
 
 pub fn text(echo: &Echo, reports: &[Report]) -> String {
-    let mut s = String::new();
-    header(&mut s, echo);
+    let mut s = scenario_lines(echo);
+    for p in &echo.partitions {
+        let _ = writeln!(s, "partition: {p}");
+    }
     latency_table(&mut s, reports);
     completion_table(&mut s, reports);
     cost_table(&mut s, reports);
@@ -50,8 +52,9 @@ pub fn text(echo: &Echo, reports: &[Report]) -> String {
     s
 }
 
-/// The scenario in two lines (plus one per partition): how to rerun it.
-fn header(s: &mut String, echo: &Echo) {
+/// The scenario in two lines, partitions aside: how to rerun it.
+pub fn scenario_lines(echo: &Echo) -> String {
+    let mut s = String::new();
     let _ = writeln!(
         s,
         "purgesim seed {}: {} PoPs x {} = {} machines ({} crashed before, {} during), {} purges every {} ms",
@@ -77,9 +80,7 @@ fn header(s: &mut String, echo: &Echo) {
         echo.pop_entry,
         echo.fanout.map_or("auto".to_string(), |f| f.to_string())
     );
-    for p in &echo.partitions {
-        let _ = writeln!(s, "partition: {p}");
-    }
+    s
 }
 
 fn latency_table(s: &mut String, reports: &[Report]) {
