@@ -5,6 +5,7 @@ use purgecast_core::message::Stage;
 use purgecast_core::wire::encoded_len;
 use purgecast_core::{Message, Mode, NodeId, Purge, PurgeId, Selector, StreamId, Time};
 
+use crate::msg_kind::MsgKind;
 use crate::topology::Topology;
 use crate::workload::Workload;
 use crate::world::{Io, Protocol};
@@ -119,7 +120,7 @@ impl Baseline {
         if to == me {
             self.act(io, me, purge, hop);
         } else {
-            io.send(to, BMsg { purge: purge as u32, hop }, 0, self.sizes[purge]);
+            io.send(to, BMsg { purge: purge as u32, hop }, MsgKind::Push, self.sizes[purge]);
         }
     }
 
@@ -186,10 +187,6 @@ fn push_size(i: usize, origin: NodeId) -> usize {
 
 impl Protocol for Baseline {
     type Msg = BMsg;
-
-    fn kinds(&self) -> &'static [&'static str] {
-        &["push"]
-    }
 
     fn originate(&mut self, io: &mut Io<BMsg>, m: usize, purge: usize) {
         match self.kind {

@@ -233,6 +233,24 @@ pub fn strategies(names: &[String]) -> Result<Vec<Strategy>, CliError> {
 
 impl Common {
     pub fn scenario(&self) -> Result<(Scenario, Echo), CliError> {
+        let topo = self.topology()?;
+        let core_pop = Scenario::core_pop_for(&topo, &self.core_city)?;
+        let run = RunParams {
+            net: self.net(),
+            proc: Duration::from_micros(self.proc_us),
+            send: Duration::from_micros(self.send_us),
+            max_time: self.max_time,
+            tail: self.tail,
+            seed: self.seed,
+        };
+        let scn = Scenario { topo, workload: self.workload(), run, config: self.config(), core_pop };
+        let echo = self.echo(&scn);
+        Ok((scn, echo))
+    }
+
+    /// The world map, once the fractions are in range and every
+    /// partition names a region on it.
+    fn topology(&self) -> Result<Topology, CliError> {
         for (name, v) in [("--loss", self.loss), ("--crashed", self.crashed), ("--crash-during", self.crash_during)] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(CliError::Fraction(name));
@@ -244,9 +262,13 @@ impl Common {
                 return Err(CliError::Region(p.region.clone(), topo.regions.clone()));
             }
         }
-        let core_pop = Scenario::core_pop_for(&topo, &self.core_city)?;
+        Ok(topo)
+    }
+
+    /// The core defaults, overridden by what was given.
+    fn config(&self) -> Config {
         let defaults = Config::default();
-        let config = Config {
+        Config {
             fanout: self.fanout,
             pop_entry: self.pop_entry.unwrap_or(defaults.pop_entry),
             pop_direct_max: self.pop_direct_max.unwrap_or(defaults.pop_direct_max),
@@ -256,8 +278,11 @@ impl Common {
             suspect_timeout: self.suspect_timeout.unwrap_or(defaults.suspect_timeout),
             piggyback_max: self.piggyback_max.unwrap_or(defaults.piggyback_max),
             ..defaults
-        };
-        let net = NetParams {
+        }
+    }
+
+    fn net(&self) -> NetParams {
+        NetParams {
             inflation: self.inflation,
             jitter: self.jitter,
             intra: Duration::from_micros(self.intra_us),
@@ -267,25 +292,22 @@ impl Common {
                 LossArg::Drop => LossModel::Drop,
             },
             partitions: self.partition.clone(),
-        };
-        let workload = WorkloadParams {
+        }
+    }
+
+    fn workload(&self) -> WorkloadParams {
+        WorkloadParams {
             purges: self.purges,
             interval: self.interval,
             warmup: self.warmup,
             crashed: self.crashed,
             crash_during: self.crash_during,
-        };
-        let run = RunParams {
-            net,
-            proc: Duration::from_micros(self.proc_us),
-            send: Duration::from_micros(self.send_us),
-            max_time: self.max_time,
-            tail: self.tail,
-            seed: self.seed,
-        };
-        let scn = Scenario { topo, workload, run, config, core_pop };
+        }
+    }
+
+    fn echo(&self, scn: &Scenario) -> Echo {
         let wl = scn.workload();
-        let echo = Echo {
+        Echo {
             seed: self.seed,
             pops: scn.topo.pops.len(),
             machines_per_pop: self.machines_per_pop,
@@ -300,24 +322,22 @@ impl Common {
             inflation: self.inflation,
             proc_us: self.proc_us,
             send_us: self.send_us,
-            partitions: self
-                .partition
-                .iter()
-                .map(|p| {
-                    let dir = match p.dir {
-                        CutDir::Both => "",
-                        CutDir::In => ",dir=in",
-                        CutDir::Out => ",dir=out",
-                    };
-                    format!("region={},start={:?},duration={:?}{dir}", p.region, p.start, p.duration)
-                })
-                .collect(),
-            core_pop: scn.topo.pops[core_pop].city.name.clone(),
+            partitions: self.partition.iter().map(partition_label).collect(),
+            core_pop: scn.topo.pops[scn.core_pop].city.name.clone(),
             fanout: self.fanout,
             pop_entry: scn.config.pop_entry,
-        };
-        Ok((scn, echo))
+        }
     }
+}
+
+/// A partition as `--partition` takes it.
+fn partition_label(p: &Partition) -> String {
+    let dir = match p.dir {
+        CutDir::Both => "",
+        CutDir::In => ",dir=in",
+        CutDir::Out => ",dir=out",
+    };
+    format!("region={},start={:?},duration={:?}{dir}", p.region, p.start, p.duration)
 }
 
 #[cfg(test)]

@@ -9,27 +9,10 @@ use purgecast_core::{
     Config, Engine, Event, Member, MemberState, Message, Mode, NodeId, Output, Purge, PurgeId, Selector, Stage, Time,
 };
 
+use crate::msg_kind::MsgKind;
 use crate::topology::Topology;
 use crate::workload::Workload;
 use crate::world::{Io, Protocol};
-
-const KINDS: &[&str] =
-    &["push", "applied", "digest", "catchup", "join", "members", "ping", "ping_ack", "ping_req", "leave"];
-
-fn kind_index(msg: &Message) -> usize {
-    match msg {
-        Message::Push { .. } => 0,
-        Message::Applied { .. } => 1,
-        Message::Digest { .. } => 2,
-        Message::Catchup { .. } => 3,
-        Message::Join { .. } => 4,
-        Message::Members { .. } => 5,
-        Message::Ping { .. } => 6,
-        Message::PingAck { .. } => 7,
-        Message::PingReq { .. } => 8,
-        Message::Leave { .. } => 9,
-    }
-}
 
 fn varint_len(v: u64) -> u8 {
     (1 + (63 - (v | 1).leading_zeros()) / 7) as u8
@@ -67,6 +50,15 @@ impl From<InFlight> for Message {
 /// iterates them, so the hash cannot change any output.
 type FastMap<K, V> = KeyedMap<K, V>;
 
+/// All a push's encoded size depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PushKey {
+    purge: PurgeId,
+    stage: Stage,
+    /// Varint length of the sender's id.
+    sender_len: u8,
+}
+
 /// Things the engines reported that a correct run should never see.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineCounters {
@@ -99,10 +91,9 @@ pub struct Engines {
     ids: Vec<NodeId>,
     by_id: FastMap<NodeId, usize>,
     by_purge: FastMap<PurgeId, usize>,
-    /// A push's encoded size depends only on the purge, the stage and the
-    /// varint length of the sender id: computing it once per key keeps the
-    /// count exact without re-encoding every copy.
-    push_len: FastMap<(PurgeId, u8, u8), usize>,
+    /// Encoded push sizes, computed once per key: exact counts without
+    /// re-encoding every copy.
+    push_len: FastMap<PushKey, usize>,
     pub counters: EngineCounters,
 }
 
@@ -158,7 +149,7 @@ impl Engines {
 
     fn size(&mut self, from: NodeId, msg: &Message) -> usize {
         if let Message::Push { purge, stage } = msg {
-            let key = (purge.id, *stage as u8, varint_len(from.0));
+            let key = PushKey { purge: purge.id, stage: *stage, sender_len: varint_len(from.0) };
             if let Some(n) = self.push_len.get(&key) {
                 return *n;
             }
@@ -178,7 +169,7 @@ impl Engines {
                 Output::Send { to, msg } => match self.by_id.get(&to) {
                     Some(&t) => {
                         let bytes = self.size(self.ids[m], &msg);
-                        let kind = kind_index(&msg);
+                        let kind = MsgKind::of(&msg);
                         io.send(t, msg.into(), kind, bytes);
                     }
                     None => self.counters.unknown += 1,
@@ -205,10 +196,6 @@ impl Engines {
 
 impl Protocol for Engines {
     type Msg = InFlight;
-
-    fn kinds(&self) -> &'static [&'static str] {
-        KINDS
-    }
 
     fn originate(&mut self, io: &mut Io<InFlight>, m: usize, purge: usize) {
         // As the node does: one that knows nobody could only apply the purge
@@ -284,7 +271,7 @@ impl Engines {
         let msg = self.engines[m].join_message();
         let bytes = encoded_len(self.ids[m], &msg);
         for to in (0..self.ids.len()).filter(|t| *t != m) {
-            io.send(to, msg.clone().into(), kind_index(&msg), bytes);
+            io.send(to, msg.clone().into(), MsgKind::of(&msg), bytes);
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod engines;
 pub mod fuzz;
 pub mod metrics;
+pub mod msg_kind;
 pub mod net;
 pub mod plot;
 pub mod queue;

@@ -68,8 +68,10 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(dir) = &a.plot {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let series: Vec<(String, Vec<f64>)> =
-            outcomes.into_iter().map(|o| (o.report.strategy.clone(), o.samples)).collect();
+        let series: Vec<plot::CdfSeries> = outcomes
+            .into_iter()
+            .map(|o| plot::CdfSeries { name: o.report.strategy.clone(), samples: o.samples })
+            .collect();
         let title = format!(
             "delivery latency CDF: {} PoPs x {}, loss {}% ({}), {}% crashed, seed {}",
             echo.pops,
@@ -92,7 +94,7 @@ fn run_sweep(a: SweepArgs) -> anyhow::Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "params": echo, "sweep": rows }))?);
     } else {
-        print!("{}", report::text(&echo, &[]).lines().take(2).map(|l| format!("{l}\n")).collect::<String>());
+        print!("{}", report::scenario_lines(&echo));
         print!("{}", sweep::text(&rows));
     }
     let events: u64 = rows.iter().map(|r| r.report.events).sum();

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::msg_kind::{MsgKind, SentByKind};
 use crate::net::Net;
 use crate::topology::Topology;
 use crate::workload::Workload;
@@ -53,7 +54,7 @@ pub fn round3(x: f64) -> f64 {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KindCost {
-    pub kind: &'static str,
+    pub kind: MsgKind,
     pub msgs_per_purge_machine: f64,
     pub bytes_per_purge_machine: f64,
 }
@@ -102,69 +103,96 @@ impl Invariants {
     }
 }
 
-pub fn report(name: &str, topo: &Topology, wl: &Workload, net: &Net, heals: &[Duration], t: &Trace) -> Report {
+/// What one pass over every (accepted purge, live machine) pair collects,
+/// in microseconds.
+struct Samples {
+    /// Per machine other than the origin: apply latency and its bound.
+    lat: Vec<u64>,
+    lat_bound: Vec<u64>,
+    /// Per purge every live machine applied: until the last one did, its
+    /// bound, and their ratio (where the bound is not zero).
+    compl: Vec<u64>,
+    compl_bound: Vec<u64>,
+    compl_ratio: Vec<f64>,
+    inv: Invariants,
+    /// Applied (purge, live machine) pairs.
+    applied_live: usize,
+}
+
+fn samples(topo: &Topology, wl: &Workload, net: &Net, live: &[usize], t: &Trace) -> Samples {
     let n = t.machines;
-    let live: Vec<usize> = (0..n).filter(|m| wl.is_live(*m)).collect();
-    let mut lat = Vec::with_capacity(t.purges * live.len());
-    let mut lat_bound = Vec::with_capacity(t.purges * live.len());
-    let (mut compl, mut compl_bound, mut compl_ratio) = (Vec::new(), Vec::new(), Vec::new());
-    let mut inv = Invariants::default();
-    let mut applied_live = 0usize;
+    let mut s = Samples {
+        lat: Vec::with_capacity(t.purges * live.len()),
+        lat_bound: Vec::with_capacity(t.purges * live.len()),
+        compl: Vec::new(),
+        compl_bound: Vec::new(),
+        compl_ratio: Vec::new(),
+        inv: Invariants::default(),
+        applied_live: 0,
+    };
     for (p, spec) in wl.purges.iter().enumerate() {
         if t.refused[p] {
             continue;
         }
         let row = &t.applied_at[p * n..(p + 1) * n];
-        inv.applied_twice += t.apply_count[p * n..(p + 1) * n].iter().filter(|c| **c > 1).count();
+        s.inv.applied_twice += t.apply_count[p * n..(p + 1) * n].iter().filter(|c| **c > 1).count();
         let o_pop = topo.pop_of(spec.origin);
         let t0 = spec.at.as_micros();
         let (mut last, mut bound, mut all) = (0u64, 0u64, true);
-        for &m in &live {
+        for &m in live {
             let b = if m == spec.origin { 0 } else { net.base_us(o_pop, topo.pop_of(m)) };
             bound = bound.max(b);
             if row[m] == u64::MAX {
                 all = false;
-                inv.missing += 1;
+                s.inv.missing += 1;
                 continue;
             }
-            applied_live += 1;
+            s.applied_live += 1;
             let l = row[m].saturating_sub(t0);
             last = last.max(l);
             if m != spec.origin {
-                lat.push(l);
-                lat_bound.push(b);
+                s.lat.push(l);
+                s.lat_bound.push(b);
             }
         }
         if all {
-            compl.push(last);
-            compl_bound.push(bound);
+            s.compl.push(last);
+            s.compl_bound.push(bound);
             if bound > 0 {
-                compl_ratio.push(last as f64 / bound as f64);
+                s.compl_ratio.push(last as f64 / bound as f64);
             }
         }
     }
+    s
+}
+
+/// The kinds sent at all, in the order of [`MsgKind::ALL`].
+fn by_kind(sent: &SentByKind, denom: f64) -> Vec<KindCost> {
+    sent.iter()
+        .filter(|(_, t)| t.msgs > 0)
+        .map(|(kind, t)| KindCost {
+            kind,
+            msgs_per_purge_machine: round3(t.msgs as f64 / denom),
+            bytes_per_purge_machine: round3(t.bytes as f64 / denom),
+        })
+        .collect()
+}
+
+pub fn report(name: &str, topo: &Topology, wl: &Workload, net: &Net, heals: &[Duration], t: &Trace) -> Report {
+    let n = t.machines;
+    let live: Vec<usize> = (0..n).filter(|m| wl.is_live(*m)).collect();
+    let mut s = samples(topo, wl, net, &live, t);
     // Refused purges were never acknowledged: nobody owes them anything.
     let accepted = t.purges - t.refused.iter().filter(|r| **r).count();
-    let incomplete = accepted - compl.len();
-    let latency = Dist::of(&mut lat);
-    let latency_bound = Dist::of(&mut lat_bound);
-    let completion = Dist::of(&mut compl);
-    let completion_bound = Dist::of(&mut compl_bound);
-    compl_ratio.sort_by(f64::total_cmp);
-    let median_ratio = compl_ratio.get(compl_ratio.len().saturating_sub(1) / 2).copied().unwrap_or(0.0);
+    let incomplete = accepted - s.compl.len();
+    let latency = Dist::of(&mut s.lat);
+    let latency_bound = Dist::of(&mut s.lat_bound);
+    let completion = Dist::of(&mut s.compl);
+    let completion_bound = Dist::of(&mut s.compl_bound);
+    s.compl_ratio.sort_by(f64::total_cmp);
+    let median_ratio = s.compl_ratio.get(s.compl_ratio.len().saturating_sub(1) / 2).copied().unwrap_or(0.0);
     let denom = (accepted * (n - wl.crashed.iter().filter(|c| **c).count())).max(1) as f64;
-    let by_kind: Vec<KindCost> = t
-        .sent
-        .iter()
-        .filter(|(_, c, _)| *c > 0)
-        .map(|(k, c, b)| KindCost {
-            kind: k,
-            msgs_per_purge_machine: round3(*c as f64 / denom),
-            bytes_per_purge_machine: round3(*b as f64 / denom),
-        })
-        .collect();
-    let msgs: u64 = t.sent.iter().map(|k| k.1).sum();
-    let bytes: u64 = t.sent.iter().map(|k| k.2).sum();
+    let total = t.sent.total();
     Report {
         strategy: name.to_string(),
         latency_ratio_p50: ratio(latency.p50, latency_bound.p50),
@@ -177,16 +205,16 @@ pub fn report(name: &str, topo: &Topology, wl: &Workload, net: &Net, heals: &[Du
         completion,
         completion_bound,
         incomplete_purges: incomplete,
-        delivery_ratio: round3(applied_live as f64 / (accepted * live.len()).max(1) as f64 * 100.0) / 100.0,
-        msgs_per_purge_machine: round3(msgs as f64 / denom),
-        bytes_per_purge_machine: round3(bytes as f64 / denom),
-        by_kind,
+        delivery_ratio: round3(s.applied_live as f64 / (accepted * live.len()).max(1) as f64 * 100.0) / 100.0,
+        msgs_per_purge_machine: round3(total.msgs as f64 / denom),
+        bytes_per_purge_machine: round3(total.bytes as f64 / denom),
+        by_kind: by_kind(&t.sent, denom),
         heal_to_full_ms: heals.iter().map(|h| heal_to_full(wl, &live, t, *h)).collect(),
         events: t.events,
         sim_end_ms: t.end.as_millis_f64(),
         retransmitted: t.retransmitted,
         dropped: t.dropped,
-        invariants: inv,
+        invariants: s.inv,
     }
 }
 

@@ -37,13 +37,21 @@ pub fn cdf_points(sorted: &[f64], n: usize) -> Vec<(f64, f64)> {
     pts
 }
 
-/// One CDF line per series (name, sorted samples in ms); the x axis stops
-/// at the largest P99.9 so the tails of slow strategies stay readable.
-pub fn cdf(path: &Path, title: &str, series: &[(String, Vec<f64>)]) -> Result<(), PlotError> {
+/// One line of a CDF chart.
+pub struct CdfSeries {
+    pub name: String,
+    /// Sorted, in milliseconds.
+    pub samples: Vec<f64>,
+}
+
+/// One CDF line per series; the x axis stops at the largest P99.9 so the
+/// tails of slow strategies stay readable.
+pub fn cdf(path: &Path, title: &str, series: &[CdfSeries]) -> Result<(), PlotError> {
     let xmax = series
         .iter()
-        .filter(|(_, s)| !s.is_empty())
-        .map(|(_, s)| s[((s.len() as f64 * 0.999) as usize).min(s.len() - 1)])
+        .map(|c| &c.samples)
+        .filter(|s| !s.is_empty())
+        .map(|s| s[((s.len() as f64 * 0.999) as usize).min(s.len() - 1)])
         .fold(1.0, f64::max)
         * 1.05;
     let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
@@ -61,7 +69,7 @@ pub fn cdf(path: &Path, title: &str, series: &[(String, Vec<f64>)]) -> Result<()
         .y_desc("fraction of deliveries")
         .draw()
         .map_err(|e| err(path, e))?;
-    for (i, (name, samples)) in series.iter().enumerate() {
+    for (i, CdfSeries { name, samples }) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let pts: Vec<(f64, f64)> = cdf_points(samples, 800).into_iter().filter(|(x, _)| *x <= xmax).collect();
         chart
@@ -83,8 +91,15 @@ pub fn cdf(path: &Path, title: &str, series: &[(String, Vec<f64>)]) -> Result<()
 /// One sweep line: a strategy's knob values and what they gave.
 pub struct SweepLine {
     pub name: String,
-    /// (knob, completion P99 ms, messages per purge per machine)
-    pub points: Vec<(f64, f64, f64)>,
+    pub points: Vec<SweepPoint>,
+}
+
+/// What one knob value gave.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SweepPoint {
+    pub value: f64,
+    pub completion_p99_ms: f64,
+    pub msgs_per_purge_machine: f64,
 }
 
 pub fn sweep(path: &Path, title: &str, lines: &[SweepLine]) -> Result<(), PlotError> {
@@ -92,9 +107,12 @@ pub fn sweep(path: &Path, title: &str, lines: &[SweepLine]) -> Result<(), PlotEr
     root.fill(&WHITE).map_err(|e| err(path, e))?;
     let root = root.titled(title, ("sans-serif", 20)).map_err(|e| err(path, e))?;
     let panels = root.split_evenly((1, 2));
-    let xmax = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)).fold(1.0, f64::max) + 1.0;
-    type Pick = fn(&(f64, f64, f64)) -> f64;
-    let picks: [(&str, Pick); 2] = [("completion P99 (ms)", |p| p.1), ("messages per purge per machine", |p| p.2)];
+    let xmax = lines.iter().flat_map(|l| l.points.iter().map(|p| p.value)).fold(1.0, f64::max) + 1.0;
+    type Pick = fn(&SweepPoint) -> f64;
+    let picks: [(&str, Pick); 2] = [
+        ("completion P99 (ms)", |p| p.completion_p99_ms),
+        ("messages per purge per machine", |p| p.msgs_per_purge_machine),
+    ];
     for (panel, (label, pick)) in panels.iter().zip(picks) {
         let ymax = lines.iter().flat_map(|l| l.points.iter().map(pick)).fold(1.0, f64::max) * 1.1;
         let mut chart = ChartBuilder::on(panel)
@@ -111,7 +129,7 @@ pub fn sweep(path: &Path, title: &str, lines: &[SweepLine]) -> Result<(), PlotEr
             .map_err(|e| err(path, e))?;
         for (i, l) in lines.iter().enumerate() {
             let colour = COLOURS[i % COLOURS.len()];
-            let pts: Vec<(f64, f64)> = l.points.iter().map(|p| (p.0, pick(p))).collect();
+            let pts: Vec<(f64, f64)> = l.points.iter().map(|p| (p.value, pick(p))).collect();
             chart
                 .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
                 .map_err(|e| err(path, e))?

@@ -9,14 +9,20 @@ use std::collections::BinaryHeap;
 
 use purgecast_core::Time;
 
-/// (time in us, insertion sequence, payload), ordered by time then
-/// sequence (unique), so the payload is never compared: it can be a whole
-/// message, which saves parking it elsewhere and a cache miss to fetch it.
-struct Item<T>(u64, u64, T);
+/// Ordered by time then sequence (unique), so the payload is never
+/// compared: it can be a whole message, which saves parking it elsewhere
+/// and a cache miss to fetch it.
+struct Item<T> {
+    /// Microseconds.
+    at: u64,
+    /// Insertion order.
+    seq: u64,
+    v: T,
+}
 
 impl<T> PartialEq for Item<T> {
     fn eq(&self, other: &Self) -> bool {
-        (self.0, self.1) == (other.0, other.1)
+        (self.at, self.seq) == (other.at, other.seq)
     }
 }
 
@@ -30,7 +36,7 @@ impl<T> PartialOrd for Item<T> {
 
 impl<T> Ord for Item<T> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.0, self.1).cmp(&(other.0, other.1))
+        (self.at, self.seq).cmp(&(other.at, other.seq))
     }
 }
 
@@ -74,8 +80,8 @@ impl<T> Queue<T> {
     /// Events in the past are delivered next, as if scheduled now.
     pub fn push(&mut self, at: Time, v: T) {
         self.seq += 1;
-        let item = Item(at.as_micros(), self.seq, v);
-        let b = item.0 / self.width;
+        let item = Item { at: at.as_micros(), seq: self.seq, v };
+        let b = item.at / self.width;
         if b <= self.cursor {
             self.cur.push(Reverse(item));
         } else if b < self.horizon() {
@@ -90,12 +96,12 @@ impl<T> Queue<T> {
         // Bounded: each turn moves the cursor forward by at least one bucket
         // or returns; the cursor never passes the last event.
         loop {
-            if let Some(Reverse(Item(at, _, v))) = self.cur.pop() {
+            if let Some(Reverse(Item { at, v, .. })) = self.cur.pop() {
                 return Some((Time(at), v));
             }
             if self.in_ring == 0 {
                 let Reverse(first) = self.overflow.peek()?;
-                self.cursor = first.0 / self.width;
+                self.cursor = first.at / self.width;
             } else {
                 self.cursor += 1;
             }
@@ -130,7 +136,7 @@ impl<T> Queue<T> {
     fn pull_overflow(&mut self) {
         let horizon = self.horizon();
         while let Some(Reverse(first)) = self.overflow.peek() {
-            let b = first.0 / self.width;
+            let b = first.at / self.width;
             if b >= horizon {
                 break;
             }

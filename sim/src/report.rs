@@ -41,6 +41,19 @@ pub fn json(echo: &Echo, reports: &[Report]) -> Result<String, serde_json::Error
 }
 
 pub fn text(echo: &Echo, reports: &[Report]) -> String {
+    let mut s = scenario_lines(echo);
+    for p in &echo.partitions {
+        let _ = writeln!(s, "partition: {p}");
+    }
+    latency_table(&mut s, reports);
+    completion_table(&mut s, reports);
+    cost_table(&mut s, reports);
+    run_table(&mut s, reports);
+    s
+}
+
+/// The scenario in two lines, partitions aside: how to rerun it.
+pub fn scenario_lines(echo: &Echo) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -67,9 +80,10 @@ pub fn text(echo: &Echo, reports: &[Report]) -> String {
         echo.pop_entry,
         echo.fanout.map_or("auto".to_string(), |f| f.to_string())
     );
-    for p in &echo.partitions {
-        let _ = writeln!(s, "partition: {p}");
-    }
+    s
+}
+
+fn latency_table(s: &mut String, reports: &[Report]) {
     let _ = writeln!(s, "\nper-machine delivery latency (ms); bound = direct one-way fibre latency from the origin");
     let _ = writeln!(
         s,
@@ -94,6 +108,9 @@ pub fn text(echo: &Echo, reports: &[Report]) -> String {
             r.latency_ratio_p99
         );
     }
+}
+
+fn completion_table(s: &mut String, reports: &[Report]) {
     let _ =
         writeln!(s, "\nper-purge completion (ms, until the last live machine applied); bound = max over live machines");
     let _ = writeln!(
@@ -118,6 +135,9 @@ pub fn text(echo: &Echo, reports: &[Report]) -> String {
             r.incomplete_purges
         );
     }
+}
+
+fn cost_table(s: &mut String, reports: &[Report]) {
     let _ = writeln!(s, "\ncost per purge per machine (all messages, incl. acks, anti-entropy and SWIM)");
     let _ = writeln!(s, "{:<10} {:>8} {:>10}  by kind (msgs / bytes)", "strategy", "msgs", "bytes");
     for r in reports {
@@ -135,6 +155,10 @@ pub fn text(echo: &Echo, reports: &[Report]) -> String {
             kinds.join(", ")
         );
     }
+}
+
+/// Run sizes and the invariants (both must be zero), with heal times.
+fn run_table(s: &mut String, reports: &[Report]) {
     let _ = writeln!(s, "\nrun: events, simulated end, retransmitted / dropped messages, invariants, partition heal");
     for r in reports {
         let heals: Vec<String> =
@@ -152,5 +176,4 @@ pub fn text(echo: &Echo, reports: &[Report]) -> String {
             if heals.is_empty() { String::new() } else { format!(", full delivery after heal: {}", heals.join(", ")) }
         );
     }
-    s
 }

@@ -134,21 +134,32 @@ impl Strategy {
 /// Output does not depend on the lanes: each run has its own state.
 pub fn run_all(scn: &Scenario, strategies: &[Strategy], threads: usize) -> Vec<Outcome> {
     let wl = scn.workload();
-    let mut lanes: Vec<Vec<(usize, Strategy)>> = vec![Vec::new(); threads.clamp(1, strategies.len().max(1))];
+    let mut lanes: Vec<Vec<Job>> = vec![Vec::new(); threads.clamp(1, strategies.len().max(1))];
     let mut load = vec![0u32; lanes.len()];
-    let mut order: Vec<(usize, Strategy)> = strategies.iter().copied().enumerate().collect();
+    let mut order: Vec<Job> = strategies.iter().enumerate().map(|(index, s)| Job { index, strategy: *s }).collect();
     // Heaviest first (stable: ties keep the order asked).
-    order.sort_by_key(|(_, s)| std::cmp::Reverse(s.weight()));
-    for (i, s) in order {
+    order.sort_by_key(|j| std::cmp::Reverse(j.strategy.weight()));
+    for job in order {
         let lane = (0..load.len()).min_by_key(|l| load[*l]).unwrap_or(0);
-        load[lane] += s.weight();
-        lanes[lane].push((i, s));
+        load[lane] += job.strategy.weight();
+        lanes[lane].push(job);
     }
     let done =
-        par_map(&lanes, threads, |lane| lane.iter().map(|(i, s)| (*i, run_strategy(scn, &wl, *s))).collect::<Vec<_>>());
-    let mut all: Vec<(usize, Outcome)> = done.into_iter().flatten().collect();
-    all.sort_by_key(|(i, _)| *i);
-    all.into_iter().map(|(_, o)| o).collect()
+        par_map(&lanes, threads, |lane| lane.iter().map(|j| run_strategy(scn, &wl, j.strategy)).collect::<Vec<_>>());
+    let mut slots: Vec<Option<Outcome>> = strategies.iter().map(|_| None).collect();
+    for (lane, outcomes) in lanes.iter().zip(done) {
+        for (job, o) in lane.iter().zip(outcomes) {
+            slots[job.index] = Some(o);
+        }
+    }
+    slots.into_iter().flatten().collect()
+}
+
+/// A strategy to run, and its place in the order asked.
+#[derive(Debug, Clone, Copy)]
+struct Job {
+    index: usize,
+    strategy: Strategy,
 }
 
 /// Maps `f` over `items` on up to `threads` threads, keeping the order of

@@ -5,23 +5,33 @@ use std::time::Duration;
 
 use purgecast_core::Time;
 
+use crate::msg_kind::{MsgKind, SentByKind};
 use crate::net::{Net, NetParams};
 use crate::queue::Queue;
 use crate::topology::Topology;
 use crate::workload::Workload;
 
+/// One message a protocol handed to the driver.
+struct Outgoing<M> {
+    to: usize,
+    msg: M,
+    kind: MsgKind,
+    /// Encoded size.
+    bytes: usize,
+}
+
 /// What a protocol asks the driver to do on behalf of one machine.
 pub struct Io<M> {
     pub now: Time,
-    sends: Vec<(usize, M, usize, usize)>,
+    sends: Vec<Outgoing<M>>,
     applies: Vec<usize>,
     refused: Option<usize>,
 }
 
 impl<M> Io<M> {
-    /// `kind` indexes [`Protocol::kinds`]; `bytes` is the encoded size.
-    pub fn send(&mut self, to: usize, msg: M, kind: usize, bytes: usize) {
-        self.sends.push((to, msg, kind, bytes));
+    /// `bytes` is the encoded size.
+    pub fn send(&mut self, to: usize, msg: M, kind: MsgKind, bytes: usize) {
+        self.sends.push(Outgoing { to, msg, kind, bytes });
     }
 
     /// This machine has applied purge number `purge`.
@@ -38,8 +48,6 @@ impl<M> Io<M> {
 
 pub trait Protocol {
     type Msg;
-    /// Message kind names, indexed by the `kind` of [`Io::send`].
-    fn kinds(&self) -> &'static [&'static str];
     fn originate(&mut self, io: &mut Io<Self::Msg>, m: usize, purge: usize);
     fn on_message(&mut self, io: &mut Io<Self::Msg>, to: usize, from: usize, msg: Self::Msg);
     fn on_timer(&mut self, io: &mut Io<Self::Msg>, m: usize);
@@ -87,8 +95,8 @@ pub struct Trace {
     pub apply_count: Vec<u8>,
     /// Purges their origin turned down, or that found it down.
     pub refused: Vec<bool>,
-    /// Per message kind: (name, count, bytes), counted from the first purge.
-    pub sent: Vec<(&'static str, u64, u64)>,
+    /// Counted from the first purge.
+    pub sent: SentByKind,
     pub events: u64,
     pub end: Time,
     pub all_applied_at: Option<Time>,
@@ -133,7 +141,6 @@ struct Driver<'a, P: Protocol> {
 pub fn run<P: Protocol>(topo: &Topology, wl: &Workload, p: &RunParams, proto: &mut P) -> Trace {
     let n = topo.len();
     let purges = wl.purges.len();
-    let kinds = proto.kinds();
     let mut d = Driver {
         topo,
         wl,
@@ -150,7 +157,7 @@ pub fn run<P: Protocol>(topo: &Topology, wl: &Workload, p: &RunParams, proto: &m
             applied_at: vec![u64::MAX; n * purges],
             apply_count: vec![0; n * purges],
             refused: vec![false; purges],
-            sent: kinds.iter().map(|k| (*k, 0, 0)).collect(),
+            sent: SentByKind::default(),
             events: 0,
             end: Time::ZERO,
             all_applied_at: None,
@@ -265,12 +272,10 @@ impl<P: Protocol> Driver<'_, P> {
         let mut depart = now;
         // Taken and handed back, so the buffer is allocated once per run.
         let mut sends = std::mem::take(&mut self.io.sends);
-        for (to, msg, kind, bytes) in sends.drain(..) {
+        for Outgoing { to, msg, kind, bytes } in sends.drain(..) {
             depart = depart + self.p.send;
             if depart >= self.count_from {
-                let k = &mut self.trace.sent[kind];
-                k.1 += 1;
-                k.2 += bytes as u64;
+                self.trace.sent.add(kind, bytes);
             }
             if let Some(delay) = self.net.transit(depart, from_pop, self.topo.pop_of(to)) {
                 self.push(Time(depart.as_micros() + delay), Ev::Deliver { to: to as u32, from: m as u32, msg });
