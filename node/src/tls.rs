@@ -172,3 +172,93 @@ fn parse_certs(what: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, T
 pub(crate) fn read_file(path: &Path) -> Result<String, TlsError> {
     fs::read_to_string(path).map_err(|source| TlsError::Io { path: path.to_path_buf(), source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::certs::*;
+
+    #[test]
+    fn node_cert_carries_name_sans_and_both_usages() {
+        let ca = generate_ca("test-ca").unwrap();
+        let node = issue_node_cert(&ca, "node-a", &dev_sans("node-a")).unwrap();
+        let id = Identity::from_pem(&node.cert_pem, &node.key_pem, &ca.cert_pem).unwrap();
+        assert_eq!(id.name().as_deref(), Some("node-a"));
+        let names = cert_names(&id.chain[0]).unwrap();
+        assert_eq!(names.sans, vec!["localhost", "127.0.0.1", "node-a"]);
+        let (_, cert) = x509_parser::parse_x509_certificate(&id.chain[0]).unwrap();
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && eku.client_auth);
+        assert!(!cert.is_ca());
+        let (_, ca_cert) = x509_parser::parse_x509_certificate(&id.roots[0]).unwrap();
+        assert!(ca_cert.is_ca());
+        assert_eq!(cert.issuer(), ca_cert.subject());
+        server_config(&id).unwrap();
+        client_config(&id).unwrap();
+    }
+
+    #[test]
+    fn node_cert_verifies_against_its_ca_only() {
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::pki_types::{ServerName, UnixTime};
+        let ca = generate_ca("ca-1").unwrap();
+        let other = generate_ca("ca-2").unwrap();
+        let node = issue_node_cert(&ca, "node-a", &dev_sans("node-a")).unwrap();
+        let id = Identity::from_pem(&node.cert_pem, &node.key_pem, &ca.cert_pem).unwrap();
+        let verify = |ca_pem: &str, name: &str| {
+            let trust = Identity::from_pem(&node.cert_pem, &node.key_pem, ca_pem).unwrap();
+            let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots(&trust).unwrap()),
+                provider(),
+            )
+            .build()
+            .unwrap();
+            let name = ServerName::try_from(name.to_string()).unwrap();
+            v.verify_server_cert(&id.chain[0], &[], &name, &[], UnixTime::now()).is_ok()
+        };
+        assert!(verify(&ca.cert_pem, "localhost"));
+        assert!(verify(&ca.cert_pem, "127.0.0.1"));
+        assert!(verify(&ca.cert_pem, "node-a"));
+        assert!(!verify(&ca.cert_pem, "node-b"));
+        assert!(!verify(&other.cert_pem, "localhost"));
+    }
+
+    #[test]
+    fn certs_round_trip_through_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = generate_ca("ca").unwrap();
+        let a = issue_node_cert(&ca, "a", &dev_sans("a")).unwrap();
+        write_certs(dir.path(), &ca, &[("a".to_string(), a.clone())]).unwrap();
+        assert_eq!(read_ca(dir.path()).unwrap(), ca);
+        let p = cert_paths(dir.path(), "a").unwrap();
+        assert_eq!(p.key, dir.path().join("a-key.pem"));
+        let id = load_identity(&p.cert, &p.key, &p.ca).unwrap();
+        assert_eq!(id.name().as_deref(), Some("a"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&p.key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0);
+        }
+        // A CA reloaded from disk still issues certs that chain to it.
+        let b = issue_node_cert(&read_ca(dir.path()).unwrap(), "b", &dev_sans("b")).unwrap();
+        let b_der = parse_certs("b", b.cert_pem.as_bytes()).unwrap();
+        let (_, b_cert) = x509_parser::parse_x509_certificate(&b_der[0]).unwrap();
+        let (_, ca_cert) = x509_parser::parse_x509_certificate(&id.roots[0]).unwrap();
+        assert_eq!(b_cert.issuer(), ca_cert.subject());
+    }
+
+    #[test]
+    fn bad_inputs_are_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(cert_paths(dir.path(), "../x"), Err(TlsError::BadNodeName(_))));
+        assert!(matches!(cert_paths(dir.path(), ""), Err(TlsError::BadNodeName(_))));
+        let missing = dir.path().join("nope.pem");
+        assert!(matches!(load_identity(&missing, &missing, &missing), Err(TlsError::Io { .. })));
+        let ca = generate_ca("ca").unwrap();
+        assert!(matches!(Identity::from_pem("garbage", &ca.key_pem, &ca.cert_pem), Err(TlsError::NoCertificate(_))));
+        assert!(Identity::from_pem(&ca.cert_pem, "garbage", &ca.cert_pem).is_err());
+        let bad_ca = CaBundle { cert_pem: ca.cert_pem.clone(), key_pem: "nope".into() };
+        assert!(matches!(issue_node_cert(&bad_ca, "a", &[]), Err(TlsError::Generate(_))));
+    }
+}

@@ -40,6 +40,7 @@ pub use wan::WanHandle;
 #[cfg(not(feature = "wan-emulation"))]
 #[derive(Debug, Clone)]
 pub enum WanHandle {}
+#[cfg(test)]
 pub use stats::TransportStats;
 use stats::{Counter, Counters};
 
@@ -272,6 +273,9 @@ impl Transport {
         self.shared.endpoint.local_addr()
     }
 
+    /// This transport's own counters (tests run several in one process,
+    /// where the global metrics would mix them).
+    #[cfg(test)]
     pub fn stats(&self) -> TransportStats {
         self.shared.counters.snapshot()
     }

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A point-in-time copy of a transport's counters.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TransportStats {
     pub frames_sent: u64,
@@ -82,6 +83,7 @@ impl Counters {
         counter.increment(n);
     }
 
+    #[cfg(test)]
     pub(crate) fn snapshot(&self) -> TransportStats {
         let v = |c: Counter| self.values[c as usize].load(Ordering::Relaxed);
         TransportStats {
