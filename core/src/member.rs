@@ -130,7 +130,7 @@ impl Members {
 
     /// Merges news about a member: new, changed (with its previous state)
     /// or stale.
-    pub fn apply(&mut self, m: Member) -> Applied {
+    pub fn merge(&mut self, m: Member) -> Merge {
         // Appending in id order is the common bulk case (configuration).
         let at = match self.by_id.last() {
             Some(last) if last.id < m.id => Err(self.by_id.len()),
@@ -140,7 +140,7 @@ impl Members {
             Err(i) => {
                 self.unreachable += usize::from(!m.state.is_reachable());
                 self.by_id.insert(i, m);
-                Applied::New
+                Merge::New
             }
             Ok(i) if m.supersedes(&self.by_id[i]) => {
                 let cur = &mut self.by_id[i];
@@ -149,9 +149,9 @@ impl Members {
                     self.unreachable + usize::from(!m.state.is_reachable()) - usize::from(!prev.is_reachable());
                 // Addresses may change across restarts; keep the newest.
                 *cur = m;
-                Applied::Changed(prev)
+                Merge::Changed(prev)
             }
-            Ok(_) => Applied::Stale,
+            Ok(_) => Merge::Stale,
         }
     }
 
@@ -168,10 +168,14 @@ impl Members {
     }
 }
 
+/// What [`Members::merge`] did with a piece of membership news.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
+pub enum Merge {
+    /// A member not known before.
     New,
+    /// A known member, superseded; holds its previous state.
     Changed(MemberState),
+    /// Older than what is known: ignored.
     Stale,
 }
 
@@ -184,24 +188,24 @@ mod tests {
     }
 
     #[test]
-    fn apply_keeps_id_order_and_swim_precedence() {
+    fn merge_keeps_id_order_and_swim_precedence() {
         let mut ms = Members::default();
         for id in [5, 1, 9, 3, 7, 10] {
-            assert_eq!(ms.apply(m(id, 0, MemberState::Alive)), Applied::New);
+            assert_eq!(ms.merge(m(id, 0, MemberState::Alive)), Merge::New);
         }
         let ids: Vec<u64> = ms.iter().map(|x| x.id.0).collect();
         assert_eq!(ids, vec![1, 3, 5, 7, 9, 10]);
-        assert_eq!(ms.apply(m(3, 0, MemberState::Suspect)), Applied::Changed(MemberState::Alive));
-        assert_eq!(ms.apply(m(3, 0, MemberState::Alive)), Applied::Stale);
-        assert_eq!(ms.apply(m(3, 1, MemberState::Alive)), Applied::Changed(MemberState::Suspect));
+        assert_eq!(ms.merge(m(3, 0, MemberState::Suspect)), Merge::Changed(MemberState::Alive));
+        assert_eq!(ms.merge(m(3, 0, MemberState::Alive)), Merge::Stale);
+        assert_eq!(ms.merge(m(3, 1, MemberState::Alive)), Merge::Changed(MemberState::Suspect));
         assert_eq!(ms.get(NodeId(3)).map(|x| x.incarnation), Some(1));
         assert!(ms.get(NodeId(4)).is_none());
-        assert_eq!(ms.apply(m(9, 0, MemberState::Dead)), Applied::Changed(MemberState::Alive));
+        assert_eq!(ms.merge(m(9, 0, MemberState::Dead)), Merge::Changed(MemberState::Alive));
         assert_eq!(ms.reachable_count(), 5);
         assert_eq!(ms.unreachable_count(), 1);
         assert_eq!(ms.len(), 6);
-        assert_eq!(ms.apply(m(9, 1, MemberState::Alive)), Applied::Changed(MemberState::Dead));
-        assert_eq!(ms.apply(m(4, 0, MemberState::Left)), Applied::New);
+        assert_eq!(ms.merge(m(9, 1, MemberState::Alive)), Merge::Changed(MemberState::Dead));
+        assert_eq!(ms.merge(m(4, 0, MemberState::Left)), Merge::New);
         assert_eq!(ms.reachable_count(), ms.reachable().count());
         assert_eq!(ms.unreachable_count(), 1);
         assert_eq!(ms.len(), 7);
