@@ -151,7 +151,10 @@ mod tests {
         assert!(matches!(parse_duration("1.s").unwrap_err(), DurationError::Malformed(_)));
         assert!(matches!(parse_duration(".5s").unwrap_err(), DurationError::Malformed(_)));
         assert!(matches!(parse_duration("3w").unwrap_err(), DurationError::UnknownUnit(_, u) if u == "w"));
-        assert!(matches!(parse_duration("99999999999999999999999999999999999999s").unwrap_err(), DurationError::Overflow(_)));
+        assert!(matches!(
+            parse_duration("99999999999999999999999999999999999999s").unwrap_err(),
+            DurationError::Overflow(_)
+        ));
         assert!(matches!(parse_duration("18446744073709551616s").unwrap_err(), DurationError::Overflow(_)));
     }
 

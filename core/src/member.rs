@@ -7,20 +7,28 @@ use crate::id::NodeId;
 /// Where a node runs: point of presence (data centre) and region.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Location {
+    /// Point of presence: a purge crosses to each PoP once.
     pub pop: String,
+    /// Region (informational).
     pub region: String,
 }
 
+/// SWIM's view of a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum MemberState {
+    /// Answers probes.
     #[default]
     Alive,
+    /// Missed a probe; has `suspect_timeout` to refute.
     Suspect,
+    /// Declared dead; knocked on by reconnect rounds.
     Dead,
+    /// Left gracefully.
     Left,
 }
 
 impl MemberState {
+    /// Lower-case name for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             MemberState::Alive => "alive",
@@ -51,21 +59,27 @@ impl MemberState {
 /// 3,300 views of 3,300 members, where copying strings cost gigabytes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Profile {
+    /// Unique node name; its hash is the node id.
     pub name: String,
     /// Address peers dial (host:port).
     pub peer_addr: String,
     /// gRPC address, informational.
     pub api_addr: String,
+    /// Where the node runs.
     pub location: Location,
 }
 
+/// One member as known at some incarnation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
+    /// Its id (hash of its name).
     pub id: NodeId,
+    /// What it says about itself, shared between records.
     pub profile: Arc<Profile>,
     /// Bumped by the member itself to refute a suspicion or announce a
     /// restart; a higher incarnation always wins.
     pub incarnation: u64,
+    /// Its state in this view.
     pub state: MemberState,
 }
 
@@ -112,18 +126,22 @@ impl Members {
         self.by_id.binary_search_by_key(&id, |m| m.id)
     }
 
+    /// The member with this id, if known.
     pub fn get(&self, id: NodeId) -> Option<&Member> {
         self.find(id).ok().map(|i| &self.by_id[i])
     }
 
+    /// Every known member, by id.
     pub fn iter(&self) -> impl Iterator<Item = &Member> {
         self.by_id.iter()
     }
 
+    /// Number of known members, this node included.
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
 
+    /// Whether no member is known (never for an engine's view: it holds itself).
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }
@@ -155,14 +173,17 @@ impl Members {
         }
     }
 
+    /// Members that should receive purges (alive or suspect).
     pub fn reachable(&self) -> impl Iterator<Item = &Member> {
         self.by_id.iter().filter(|m| m.state.is_reachable())
     }
 
+    /// Number of reachable members.
     pub fn reachable_count(&self) -> usize {
         self.by_id.len() - self.unreachable
     }
 
+    /// Number of dead or left members.
     pub fn unreachable_count(&self) -> usize {
         self.unreachable
     }

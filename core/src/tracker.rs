@@ -31,9 +31,13 @@ struct Tracked {
 /// A snapshot of one purge's progress.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PurgeStatus {
+    /// The purge.
     pub id: PurgeId,
+    /// When this node originated it.
     pub accepted: Time,
+    /// Members expected to apply it (reachable when it was originated).
     pub expected: usize,
+    /// Members that acknowledged it, with the time they took.
     pub applied: Vec<(NodeId, Duration)>,
     /// Expected, reachable, not applied yet.
     pub pending: Vec<NodeId>,
