@@ -50,10 +50,7 @@ impl Engine {
         }
         self.join_at = Some(now + JOIN_RETRY);
         let msg = self.join_message();
-        for i in 0..self.seeds.len() {
-            let seed = self.seeds[i];
-            self.out.push_back(Output::SendSeed { seed, msg: msg.clone() });
-        }
+        self.out.extend(self.seeds.iter().map(|&seed| Output::SendSeed { seed, msg: msg.clone() }));
     }
 
     /// The join-retry timer, first of the timers so that knocks go out

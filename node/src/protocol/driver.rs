@@ -100,15 +100,7 @@ impl Driver {
     ) -> Driver {
         let now = Time::from_micros(started.elapsed().as_micros() as u64);
         engine.set_seeds(now, &seeds);
-        Driver {
-            engine,
-            transport,
-            apply,
-            backlog: VecDeque::new(),
-            started,
-            waiting: HashMap::new(),
-            seeds,
-        }
+        Driver { engine, transport, apply, backlog: VecDeque::new(), started, waiting: HashMap::new(), seeds }
     }
 
     fn now(&self) -> Time {
