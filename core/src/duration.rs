@@ -98,7 +98,7 @@ pub fn format_duration(d: Duration) -> String {
     }
     // Days read worse than hours in a config ("24h"); start at hours.
     for (unit, per) in &UNITS[1..] {
-        if ns % per == 0 {
+        if ns.is_multiple_of(*per) {
             return format!("{}{unit}", ns / per);
         }
     }
