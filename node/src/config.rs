@@ -1,10 +1,11 @@
 //! Node configuration: a TOML file, then `PURGECAST_*` environment
 //! variables, then command-line flags, each overriding the one before.
 
-use purgecast_core::Config as ProtocolConfig;
-use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+use purgecast_core::Config as ProtocolConfig;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
