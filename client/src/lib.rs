@@ -1,10 +1,9 @@
 //! Client library for the purgecast gRPC API, and the pieces `purgectl`
-//! is built from (selector and duration parsing, bulk entry files, the
+//! is built from (selector parsing, bulk entry files, the
 //! purge-latency benchmark).
 
 pub mod bench;
 pub mod client;
-pub mod duration;
 pub mod error;
 pub mod jsonl;
 pub mod selector;

@@ -1,10 +1,16 @@
-//! Protocol parameters. The node reads them from its config file; the
-//! simulator sweeps them.
+//! Protocol parameters. The node reads them from its config file (the
+//! `[protocol]` table, through serde; durations as human strings such as
+//! "500ms" or "24h"); the simulator sweeps them.
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+use crate::duration::human;
+
 /// How a purge spreads from its origin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// Topology-aware active fanout (the default): the origin pushes at once
     /// to `pop_entry` members of every PoP, and each of them to the rest of
@@ -17,11 +23,15 @@ pub enum Strategy {
     Gossip,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// The protocol's parameters; every node of a cluster should use the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// How a purge spreads from its origin.
     pub strategy: Strategy,
     /// Random peers per push in flat gossip and in large PoPs; `None`
     /// derives ceil(ln n) + 2 from the number of reachable members.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fanout: Option<usize>,
     /// Members of each remote PoP the origin pushes to (redundancy against
     /// loss and a dead entry node).
@@ -30,25 +40,35 @@ pub struct Config {
     /// it, the entries gossip inside the PoP with `fanout`.
     pub pop_direct_max: usize,
     /// Anti-entropy period; each round sends a digest to `ae_peers` peers.
+    #[serde(with = "human")]
     pub ae_interval: Duration,
+    /// Peers each anti-entropy round sends the digest to.
     pub ae_peers: usize,
     /// Most purges in one catch-up message.
     pub ae_batch: usize,
     /// How long applied purges are kept for catch-up.
+    #[serde(with = "human")]
     pub retention: Duration,
     /// Upper bound on purges kept in memory for catch-up, whatever their age.
     pub retention_max_purges: usize,
-    /// Completion tracking of purges this node originated: how many, and
-    /// for how long.
+    /// Completion tracking of purges this node originated: how many...
     pub track_max: usize,
+    /// ...and for how long.
+    #[serde(with = "human")]
     pub track_for: Duration,
-    /// Failure detection (SWIM): probe period, direct-ack timeout, helpers
-    /// for indirect probes, and how long a suspect has to refute.
+    /// Failure detection (SWIM): probe period.
+    #[serde(with = "human")]
     pub probe_interval: Duration,
+    /// Direct-ack timeout of a probe, before indirect probes.
+    #[serde(with = "human")]
     pub probe_timeout: Duration,
+    /// Helpers asked for an indirect probe.
     pub probe_helpers: usize,
+    /// How long a suspect has to refute before it is declared dead.
+    #[serde(with = "human")]
     pub suspect_timeout: Duration,
     /// Dead members are forgotten after this long.
+    #[serde(with = "human")]
     pub dead_forget: Duration,
     /// Membership updates piggybacked on each probe message.
     pub piggyback_max: usize,
@@ -86,7 +106,45 @@ impl Default for Config {
     }
 }
 
+/// A parameter that parses but makes no sense.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid protocol.{key}: {reason}")]
+pub struct ConfigError {
+    /// The parameter.
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
 impl Config {
+    /// Checks what serde cannot: zero periods and counts that would stop
+    /// the protocol.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("ae_interval", self.ae_interval.is_zero()),
+            ("probe_interval", self.probe_interval.is_zero()),
+            ("probe_timeout", self.probe_timeout.is_zero()),
+        ];
+        for (key, zero) in positive {
+            if zero {
+                return Err(ConfigError { key, reason: "must be longer than 0" });
+            }
+        }
+        let at_least_one = [
+            ("pop_entry", self.pop_entry),
+            ("ae_peers", self.ae_peers),
+            ("ae_batch", self.ae_batch),
+            ("retention_max_purges", self.retention_max_purges),
+            ("fanout", self.fanout.unwrap_or(1)),
+        ];
+        for (key, n) in at_least_one {
+            if n == 0 {
+                return Err(ConfigError { key, reason: "must be at least 1" });
+            }
+        }
+        Ok(())
+    }
+
     /// ceil(ln n) + 2, at least 1: the fanout that reaches everyone with
     /// high probability in flat gossip (Erdős–Rényi threshold plus margin).
     pub fn fanout_for(&self, n: usize) -> usize {

@@ -12,7 +12,7 @@ use crate::config::{Config, Strategy};
 use crate::id::{NodeId, PurgeId, StreamId};
 use crate::member::{Member, MemberState, Members};
 use crate::message::{Message, Stage, Watermark};
-use crate::purge::{validate_selectors, Mode, Purge, PurgeError};
+use crate::purge::{validate_selectors, Mode, Purge};
 use crate::seen::Seen;
 use crate::selector::Selector;
 use crate::swim::Swim;
@@ -20,68 +20,19 @@ use crate::targets::Targets;
 use crate::time::Time;
 use crate::tracker::{PurgeStatus, Tracker};
 
+mod join;
 mod membership;
+mod output;
+
+pub use join::JOIN_RETRY;
+pub use output::{ApplyTicket, Event, OriginateError, Output, Seed, Stats, Timer};
 
 /// Byte budget of one catch-up message, well under the wire frame limit.
 const CATCHUP_BYTES: usize = 1 << 20;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Output {
-    Send {
-        to: NodeId,
-        msg: Message,
-    },
-    /// Apply this purge to the local index, then call [`Engine::applied`].
-    /// Shared with the messages that carry it: a node applies what it
-    /// forwards without copying selectors.
-    Apply {
-        purge: Arc<Purge>,
-    },
-    /// This node missed purges that no peer retains any more: remove every
-    /// entry from the local index before serving again.
-    Flush {
-        stream: StreamId,
-        missed_through: u64,
-    },
-    Event(Event),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    MemberUp(Member),
-    /// A known member announced a new boot epoch: it restarted, and any
-    /// connection to its previous process is dead.
-    MemberRestarted(Member),
-    MemberDown {
-        member: Member,
-        state: MemberState,
-    },
-    /// A purge this node originated has been applied by every reachable
-    /// member it expected.
-    PurgeComplete {
-        id: PurgeId,
-        after: Duration,
-    },
-    /// A message from a peer was invalid and dropped.
-    Rejected {
-        from: NodeId,
-        kind: &'static str,
-        reason: String,
-    },
-}
-
-/// Counters the driver exports as metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub originated: u64,
-    pub received_new: u64,
-    pub duplicates: u64,
-    pub caught_up: u64,
-    pub rejected: u64,
-    pub flushes: u64,
-    pub completed: u64,
-}
-
+/// One node's protocol state machine. Inputs are the `handle_*` methods
+/// (and [`Engine::originate`]); outputs come out of [`Engine::poll_output`]
+/// and [`Engine::poll_timeout`]. See docs/protocol.md, "Where each rule lives".
 pub struct Engine {
     cfg: Config,
     me: Member,
@@ -96,6 +47,9 @@ pub struct Engine {
     rng: StdRng,
     out: VecDeque<Output>,
     next_ae: Time,
+    /// Seeds to knock on while alone, and when to knock next.
+    seeds: Vec<Seed>,
+    join_at: Option<Time>,
     stats: Stats,
 }
 
@@ -112,7 +66,7 @@ impl Engine {
         // previous run (possibly "dead"), so its incarnation starts high.
         me.incarnation = me.incarnation.max(epoch.saturating_mul(1 << crate::member::EPOCH_SHIFT));
         let mut members = Members::default();
-        members.apply(me.clone());
+        members.merge(me.clone());
         let swim = Swim::new(&cfg, now, &mut rng);
         Engine {
             stream: StreamId { origin: me.id, epoch },
@@ -125,6 +79,8 @@ impl Engine {
             tracker: Tracker::default(),
             swim,
             next_ae: now + Duration::from_micros(ae_jitter),
+            seeds: Vec::new(),
+            join_at: None,
             out: VecDeque::new(),
             stats: Stats::default(),
             rng,
@@ -133,34 +89,42 @@ impl Engine {
         }
     }
 
+    /// This node's id.
     pub fn id(&self) -> NodeId {
         self.me.id
     }
 
+    /// This node as it announces itself.
     pub fn me(&self) -> &Member {
         &self.me
     }
 
+    /// The protocol parameters.
     pub fn config(&self) -> &Config {
         &self.cfg
     }
 
+    /// This node's view of the cluster, itself included.
     pub fn members(&self) -> &Members {
         &self.members
     }
 
+    /// Counters for metrics.
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
 
+    /// Purges retained for catch-up.
     pub fn retained(&self) -> usize {
         self.seen.retained()
     }
 
+    /// Whether this node has seen (applied or been asked to apply) `id`.
     pub fn has_seen(&self, id: PurgeId) -> bool {
         self.seen.contains(id)
     }
 
+    /// Per stream, the seq up to which every purge has been seen.
     pub fn watermarks(&self) -> Vec<Watermark> {
         self.seen.watermarks()
     }
@@ -174,22 +138,41 @@ impl Engine {
     /// Adds a member known from configuration, without announcing it.
     pub fn add_member(&mut self, m: Member) {
         if m.id != self.me.id {
-            self.members.apply(m);
+            self.members.merge(m);
             self.targets.invalidate();
         }
     }
 
     /// The message a new node sends to a seed to join.
-    pub fn join_message(&self) -> Message {
+    pub(crate) fn join_message(&self) -> Message {
         Message::Join { member: self.me.clone() }
     }
 
+    /// The next queued output, in the order the engine produced them. Drain
+    /// after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
     }
 
-    pub fn poll_timeout(&self) -> Option<Time> {
-        Some(self.next_ae.min(self.swim.next_timeout()))
+    /// When [`Engine::handle_timeout`] must be called next: the earliest
+    /// armed timer. Anti-entropy and SWIM are always armed, so there always
+    /// is one.
+    pub fn poll_timeout(&self) -> Time {
+        self.next_timer().1
+    }
+
+    /// The earliest armed timer and when it is due (on a tie, the one
+    /// [`Engine::handle_timeout`] fires first).
+    pub fn next_timer(&self) -> (Timer, Time) {
+        let mut next = (Timer::AntiEntropy, self.next_ae);
+        if let Some(t) = self.join_at.filter(|t| *t <= next.1) {
+            next = (Timer::JoinRetry, t);
+        }
+        let swim = self.swim.next_timeout();
+        if swim < next.1 {
+            next = (Timer::Swim, swim);
+        }
+        next
     }
 
     fn send(&mut self, to: NodeId, msg: Message) {
@@ -202,14 +185,18 @@ impl Engine {
 
     /// Accepts a purge from a local client: numbers it, spreads it and
     /// queues its local apply. The caller should make the apply durable
-    /// before it answers the client.
+    /// before it answers the client. Refused while the node has seeds but
+    /// knows no other member ([`OriginateError::NotJoined`]).
     pub fn originate(
         &mut self,
         now: Time,
         selectors: Vec<Selector>,
         mode: Mode,
         issued_at_ms: u64,
-    ) -> Result<Purge, PurgeError> {
+    ) -> Result<Purge, OriginateError> {
+        if !self.is_joined() {
+            return Err(OriginateError::NotJoined);
+        }
         validate_selectors(&selectors)?;
         let purge = Purge {
             id: PurgeId(self.rng.random()),
@@ -226,12 +213,20 @@ impl Engine {
         self.tracker.start(purge.id, now, expected);
         self.stats.originated += 1;
         self.spread_from_origin(&shared);
-        self.out.push_back(Output::Apply { purge: shared });
+        self.apply(shared);
         Ok(purge)
     }
 
-    /// The driver has applied `id` to its index: tell the origin.
-    pub fn applied(&mut self, now: Time, id: PurgeId, origin: NodeId) {
+    fn apply(&mut self, purge: Arc<Purge>) {
+        let ticket = ApplyTicket { id: purge.id, origin: purge.origin(), node: self.me.id };
+        self.out.push_back(Output::Apply { purge, ticket });
+    }
+
+    /// The driver has applied the purge of `ticket` to its index (durably):
+    /// tell its origin.
+    pub fn applied(&mut self, now: Time, ticket: ApplyTicket) {
+        debug_assert_eq!(ticket.node, self.me.id, "a ticket from another engine");
+        let ApplyTicket { id, origin, .. } = ticket;
         if origin == self.me.id {
             self.record_apply(now, id, origin);
         } else {
@@ -246,10 +241,12 @@ impl Engine {
         }
     }
 
+    /// Completion of a purge this node originated, while it is tracked.
     pub fn status(&self, id: PurgeId) -> Option<PurgeStatus> {
         self.tracker.status(id, &self.members)
     }
 
+    /// A message from peer `from` (authenticated by the driver).
     pub fn handle_message(&mut self, now: Time, from: NodeId, msg: Message) {
         if from == self.me.id {
             return;
@@ -310,7 +307,7 @@ impl Engine {
         }
         self.stats.received_new += 1;
         self.forward(&purge, stage, from);
-        self.out.push_back(Output::Apply { purge });
+        self.apply(purge);
     }
 
     fn forward(&mut self, purge: &Arc<Purge>, stage: Stage, from: NodeId) {
@@ -433,7 +430,7 @@ impl Engine {
             if self.seen.insert(now, &purge) {
                 self.stats.caught_up += 1;
                 learned += 1;
-                self.out.push_back(Output::Apply { purge });
+                self.apply(purge);
             } else {
                 self.stats.duplicates += 1;
             }
@@ -447,7 +444,9 @@ impl Engine {
         }
     }
 
+    /// Fires every timer due at `now` (see [`Timer`]); harmless when none is.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.join_timer(now);
         if now >= self.next_ae {
             self.next_ae = now + self.cfg.ae_interval;
             self.anti_entropy_round();

@@ -11,10 +11,12 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 
+/// The keyed hasher builder of [`KeyedMap`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Keyed(u64);
 
 impl Keyed {
+    /// A hasher keyed with `key` (derive it from a private seed).
     pub fn new(key: u64) -> Keyed {
         Keyed(key)
     }

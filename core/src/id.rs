@@ -32,10 +32,12 @@ impl fmt::Display for NodeId {
 pub struct PurgeId(pub u128);
 
 impl PurgeId {
+    /// The id as 16 big-endian bytes (its wire and store form).
     pub fn to_bytes(self) -> [u8; 16] {
         self.0.to_be_bytes()
     }
 
+    /// Reads an id from 16 bytes; `None` for any other length.
     pub fn from_slice(b: &[u8]) -> Option<PurgeId> {
         let arr: [u8; 16] = b.try_into().ok()?;
         Some(PurgeId(u128::from_be_bytes(arr)))
@@ -48,6 +50,7 @@ impl fmt::Display for PurgeId {
     }
 }
 
+/// A purge id that is not 32 hexadecimal digits.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("purge id must be 32 hexadecimal digits, got {0:?}")]
 pub struct BadPurgeId(pub String);
@@ -67,7 +70,9 @@ impl FromStr for PurgeId {
 /// anti-entropy summarise "what I have" as one number per stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamId {
+    /// The node that originated the stream.
     pub origin: NodeId,
+    /// Its boot epoch: each run of a node starts a new stream.
     pub epoch: u64,
 }
 

@@ -7,20 +7,28 @@ use crate::id::NodeId;
 /// Where a node runs: point of presence (data centre) and region.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Location {
+    /// Point of presence: a purge crosses to each PoP once.
     pub pop: String,
+    /// Region (informational).
     pub region: String,
 }
 
+/// SWIM's view of a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum MemberState {
+    /// Answers probes.
     #[default]
     Alive,
+    /// Missed a probe; has `suspect_timeout` to refute.
     Suspect,
+    /// Declared dead; knocked on by reconnect rounds.
     Dead,
+    /// Left gracefully.
     Left,
 }
 
 impl MemberState {
+    /// Lower-case name for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             MemberState::Alive => "alive",
@@ -51,21 +59,27 @@ impl MemberState {
 /// 3,300 views of 3,300 members, where copying strings cost gigabytes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Profile {
+    /// Unique node name; its hash is the node id.
     pub name: String,
     /// Address peers dial (host:port).
     pub peer_addr: String,
     /// gRPC address, informational.
     pub api_addr: String,
+    /// Where the node runs.
     pub location: Location,
 }
 
+/// One member as known at some incarnation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
+    /// Its id (hash of its name).
     pub id: NodeId,
+    /// What it says about itself, shared between records.
     pub profile: Arc<Profile>,
     /// Bumped by the member itself to refute a suspicion or announce a
     /// restart; a higher incarnation always wins.
     pub incarnation: u64,
+    /// Its state in this view.
     pub state: MemberState,
 }
 
@@ -112,25 +126,29 @@ impl Members {
         self.by_id.binary_search_by_key(&id, |m| m.id)
     }
 
+    /// The member with this id, if known.
     pub fn get(&self, id: NodeId) -> Option<&Member> {
         self.find(id).ok().map(|i| &self.by_id[i])
     }
 
+    /// Every known member, by id.
     pub fn iter(&self) -> impl Iterator<Item = &Member> {
         self.by_id.iter()
     }
 
+    /// Number of known members, this node included.
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
 
+    /// Whether no member is known (never for an engine's view: it holds itself).
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }
 
     /// Merges news about a member: new, changed (with its previous state)
     /// or stale.
-    pub fn apply(&mut self, m: Member) -> Applied {
+    pub fn merge(&mut self, m: Member) -> Merge {
         // Appending in id order is the common bulk case (configuration).
         let at = match self.by_id.last() {
             Some(last) if last.id < m.id => Err(self.by_id.len()),
@@ -140,7 +158,7 @@ impl Members {
             Err(i) => {
                 self.unreachable += usize::from(!m.state.is_reachable());
                 self.by_id.insert(i, m);
-                Applied::New
+                Merge::New
             }
             Ok(i) if m.supersedes(&self.by_id[i]) => {
                 let cur = &mut self.by_id[i];
@@ -149,29 +167,36 @@ impl Members {
                     self.unreachable + usize::from(!m.state.is_reachable()) - usize::from(!prev.is_reachable());
                 // Addresses may change across restarts; keep the newest.
                 *cur = m;
-                Applied::Changed(prev)
+                Merge::Changed(prev)
             }
-            Ok(_) => Applied::Stale,
+            Ok(_) => Merge::Stale,
         }
     }
 
+    /// Members that should receive purges (alive or suspect).
     pub fn reachable(&self) -> impl Iterator<Item = &Member> {
         self.by_id.iter().filter(|m| m.state.is_reachable())
     }
 
+    /// Number of reachable members.
     pub fn reachable_count(&self) -> usize {
         self.by_id.len() - self.unreachable
     }
 
+    /// Number of dead or left members.
     pub fn unreachable_count(&self) -> usize {
         self.unreachable
     }
 }
 
+/// What [`Members::merge`] did with a piece of membership news.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
+pub enum Merge {
+    /// A member not known before.
     New,
+    /// A known member, superseded; holds its previous state.
     Changed(MemberState),
+    /// Older than what is known: ignored.
     Stale,
 }
 
@@ -184,24 +209,24 @@ mod tests {
     }
 
     #[test]
-    fn apply_keeps_id_order_and_swim_precedence() {
+    fn merge_keeps_id_order_and_swim_precedence() {
         let mut ms = Members::default();
         for id in [5, 1, 9, 3, 7, 10] {
-            assert_eq!(ms.apply(m(id, 0, MemberState::Alive)), Applied::New);
+            assert_eq!(ms.merge(m(id, 0, MemberState::Alive)), Merge::New);
         }
         let ids: Vec<u64> = ms.iter().map(|x| x.id.0).collect();
         assert_eq!(ids, vec![1, 3, 5, 7, 9, 10]);
-        assert_eq!(ms.apply(m(3, 0, MemberState::Suspect)), Applied::Changed(MemberState::Alive));
-        assert_eq!(ms.apply(m(3, 0, MemberState::Alive)), Applied::Stale);
-        assert_eq!(ms.apply(m(3, 1, MemberState::Alive)), Applied::Changed(MemberState::Suspect));
+        assert_eq!(ms.merge(m(3, 0, MemberState::Suspect)), Merge::Changed(MemberState::Alive));
+        assert_eq!(ms.merge(m(3, 0, MemberState::Alive)), Merge::Stale);
+        assert_eq!(ms.merge(m(3, 1, MemberState::Alive)), Merge::Changed(MemberState::Suspect));
         assert_eq!(ms.get(NodeId(3)).map(|x| x.incarnation), Some(1));
         assert!(ms.get(NodeId(4)).is_none());
-        assert_eq!(ms.apply(m(9, 0, MemberState::Dead)), Applied::Changed(MemberState::Alive));
+        assert_eq!(ms.merge(m(9, 0, MemberState::Dead)), Merge::Changed(MemberState::Alive));
         assert_eq!(ms.reachable_count(), 5);
         assert_eq!(ms.unreachable_count(), 1);
         assert_eq!(ms.len(), 6);
-        assert_eq!(ms.apply(m(9, 1, MemberState::Alive)), Applied::Changed(MemberState::Dead));
-        assert_eq!(ms.apply(m(4, 0, MemberState::Left)), Applied::New);
+        assert_eq!(ms.merge(m(9, 1, MemberState::Alive)), Merge::Changed(MemberState::Dead));
+        assert_eq!(ms.merge(m(4, 0, MemberState::Left)), Merge::New);
         assert_eq!(ms.reachable_count(), ms.reachable().count());
         assert_eq!(ms.unreachable_count(), 1);
         assert_eq!(ms.len(), 7);

@@ -6,6 +6,7 @@ use crate::selector::{Selector, SelectorError};
 /// At most this many selectors in one purge (a CDN API takes ~100 a call).
 pub const MAX_SELECTORS: usize = 256;
 
+/// What a purge does to the entries it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Mode {
     /// Delete matching entries.
@@ -15,32 +16,48 @@ pub enum Mode {
     Soft,
 }
 
+/// One purge, as originated and spread.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Purge {
+    /// Random id, for status and acks.
     pub id: PurgeId,
+    /// The stream of its origin.
     pub stream: StreamId,
     /// Position in the stream, from 1, without gaps.
     pub seq: u64,
+    /// What to purge.
     pub selectors: Vec<Selector>,
+    /// Delete or mark stale.
     pub mode: Mode,
     /// Unix milliseconds when the origin accepted it (wall clock; used as
     /// the stale-since time of soft purges).
     pub issued_at_ms: u64,
 }
 
+/// A purge that must not be accepted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 pub enum PurgeError {
+    /// No selector.
     #[error("a purge needs at least one selector")]
     NoSelectors,
+    /// More than `MAX_SELECTORS` selectors.
     #[error("too many selectors: {0} (at most {MAX_SELECTORS} in one purge)")]
     TooManySelectors(usize),
+    /// One selector is invalid.
     #[error("selector {index}: {source}")]
-    Selector { index: usize, source: SelectorError },
+    Selector {
+        /// Position of the selector in the purge.
+        index: usize,
+        /// What is wrong with it.
+        source: SelectorError,
+    },
+    /// A seq of 0.
     #[error("seq must start at 1")]
     ZeroSeq,
 }
 
 impl Purge {
+    /// The node that originated the purge.
     pub fn origin(&self) -> NodeId {
         self.stream.origin
     }
@@ -54,6 +71,7 @@ impl Purge {
         Ok(())
     }
 
+    /// Rough in-memory size, for batching catch-ups.
     pub fn approx_len(&self) -> usize {
         48 + self.selectors.iter().map(Selector::approx_len).sum::<usize>()
     }

@@ -190,11 +190,6 @@ impl Seen {
         self.head(stream).map_or(0, |h| h.contiguous)
     }
 
-    /// Highest seq seen in a stream (the origin's own counter on restore).
-    pub fn max_seq(&self, stream: StreamId) -> u64 {
-        self.head(stream).map_or(0, |h| h.top)
-    }
-
     /// What the sender of `theirs` lacks, up to `limit` purges.
     pub fn gap(&self, theirs: &[Watermark], limit: usize) -> Gap {
         // Digests come sorted by stream (see `watermarks`), so a merge walk
@@ -350,6 +345,7 @@ impl Seen {
         self.retained
     }
 
+    #[cfg(test)]
     pub fn streams(&self) -> usize {
         self.heads.len()
     }
@@ -382,7 +378,6 @@ mod tests {
         assert!(seen.insert(Time(0), &p(s, 1)));
         assert_eq!(seen.watermark(s), 2);
         assert!(!seen.insert(Time(0), &p(s, 1)), "duplicate must be refused");
-        assert_eq!(seen.max_seq(s), 2);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub const MAX_URL_LEN: usize = 8192;
 pub const MAX_HOST_LEN: usize = 253;
 pub const MAX_TAG_LEN: usize = 1024;
 
+/// What a purge removes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Selector {
     /// One cache entry, by its full normalised URL.
@@ -15,31 +16,46 @@ pub enum Selector {
     /// Every entry of one host.
     Host(String),
     /// Every entry of `host` whose path starts with `path_prefix`.
-    Prefix { host: String, path_prefix: String },
+    Prefix {
+        /// Normalised host.
+        host: String,
+        /// Path prefix, starting with '/'.
+        path_prefix: String,
+    },
     /// Every entry carrying this surrogate key.
     Tag(String),
     /// Every entry.
     Everything,
 }
 
+/// A selector that must not be accepted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 pub enum SelectorError {
+    /// An empty URL.
     #[error("url is empty")]
     EmptyUrl,
+    /// A URL over the length limit.
     #[error("url is longer than {MAX_URL_LEN} bytes")]
     UrlTooLong,
+    /// Not http or https.
     #[error("url {0:?} must start with http:// or https://")]
     BadScheme(String),
+    /// A host that is not a valid DNS name or IP.
     #[error("host {0:?} is not a valid host name (letters, digits, '-', '.', optional :port)")]
     BadHost(String),
+    /// Characters a URL may not hold.
     #[error("url {0:?} contains whitespace or control characters")]
     BadUrlChars(String),
+    /// A prefix that is not a URL path prefix.
     #[error("prefix {0:?} must be host/path (e.g. example.com/static/)")]
     BadPrefix(String),
+    /// An empty tag.
     #[error("tag is empty")]
     EmptyTag,
+    /// A tag over the length limit.
     #[error("tag is longer than {MAX_TAG_LEN} bytes")]
     TagTooLong,
+    /// Characters a tag may not hold.
     #[error("tag {0:?} contains whitespace or control characters")]
     BadTag(String),
 }
@@ -53,6 +69,7 @@ fn clip(s: &str) -> String {
 pub struct CacheKey {
     /// Normalised URL: the key itself.
     pub key: String,
+    /// Normalised host.
     pub host: String,
     /// Path with query, always starting with '/'.
     pub path: String,
@@ -132,10 +149,12 @@ pub fn parse_url(url: &str) -> Result<CacheKey, SelectorError> {
 }
 
 impl Selector {
+    /// A URL selector, normalised.
     pub fn url(url: &str) -> Result<Selector, SelectorError> {
         Ok(Selector::Url(parse_url(url)?.key))
     }
 
+    /// A host selector, normalised.
     pub fn host(host: &str) -> Result<Selector, SelectorError> {
         Ok(Selector::Host(normalize_host(host)?))
     }
@@ -161,6 +180,7 @@ impl Selector {
         Ok(Selector::Prefix { host, path_prefix: rest[slash..].to_string() })
     }
 
+    /// A tag selector, checked.
     pub fn tag(tag: &str) -> Result<Selector, SelectorError> {
         if tag.is_empty() {
             return Err(SelectorError::EmptyTag);

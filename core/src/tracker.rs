@@ -31,9 +31,13 @@ struct Tracked {
 /// A snapshot of one purge's progress.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PurgeStatus {
+    /// The purge.
     pub id: PurgeId,
+    /// When this node originated it.
     pub accepted: Time,
+    /// Members expected to apply it (reachable when it was originated).
     pub expected: usize,
+    /// Members that acknowledged it, with the time they took.
     pub applied: Vec<(NodeId, Duration)>,
     /// Expected, reachable, not applied yet.
     pub pending: Vec<NodeId>,
@@ -59,10 +63,6 @@ impl Tracker {
         let t = Tracked { accepted: now, expected, done, left, rest: None, extra: BTreeMap::new(), completed: None };
         self.by_id.insert(id, t);
         self.order.push_back(id);
-    }
-
-    pub fn is_tracked(&self, id: PurgeId) -> bool {
-        self.by_id.contains_key(&id)
     }
 
     /// Records an apply; returns the completion time if this apply (or the
@@ -158,14 +158,6 @@ impl Tracker {
             }
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -181,7 +173,7 @@ mod tests {
     fn completes_when_every_reachable_expected_member_applied() {
         let mut ms = Members::default();
         for id in 1..=4 {
-            ms.apply(member(id, MemberState::Alive));
+            ms.merge(member(id, MemberState::Alive));
         }
         let mut tr = Tracker::default();
         let id = PurgeId(7);
@@ -196,7 +188,7 @@ mod tests {
         assert_eq!(st.applied, vec![(NodeId(1), us(10)), (NodeId(3), us(30)), (NodeId(4), us(20))]);
         assert_eq!(st.pending, vec![NodeId(2)]);
         // 2 dies: nothing reachable is left waiting.
-        ms.apply(member(2, MemberState::Dead));
+        ms.merge(member(2, MemberState::Dead));
         assert_eq!(tr.recheck(Time(50), &ms), vec![(id, us(50))]);
         assert_eq!(tr.status(id, &ms).unwrap().dead, vec![NodeId(2)]);
         assert_eq!(tr.record(id, NodeId(2), Time(60), &ms), None, "already complete");
@@ -206,12 +198,12 @@ mod tests {
     fn counts_and_walks_agree_when_members_die_and_come_back() {
         let mut ms = Members::default();
         for id in 1..=6 {
-            ms.apply(member(id, MemberState::Alive));
+            ms.merge(member(id, MemberState::Alive));
         }
         // Unreachable members that were never expected count too, so the
         // O(1) test passes to the walk, which must still find the living.
         for id in 7..=9 {
-            ms.apply(member(id, MemberState::Dead));
+            ms.merge(member(id, MemberState::Dead));
         }
         let mut tr = Tracker::default();
         let (a, b) = (PurgeId(1), PurgeId(2));
@@ -222,13 +214,13 @@ mod tests {
         assert_eq!(tr.record(a, NodeId(3), Time(3), &ms), None);
         assert_eq!(tr.record(a, NodeId(4), Time(4), &ms), Some(Duration::from_micros(4)));
 
-        ms.apply(member(5, MemberState::Dead));
-        ms.apply(member(6, MemberState::Dead));
+        ms.merge(member(5, MemberState::Dead));
+        ms.merge(member(6, MemberState::Dead));
         for n in 1..=3 {
             assert_eq!(tr.record(b, NodeId(n), Time(10), &ms), None, "4 is alive and owes it");
         }
         // 5 refutes its death before 4 applies: it is owed again.
-        ms.apply(Member { incarnation: 2, ..member(5, MemberState::Alive) });
+        ms.merge(Member { incarnation: 2, ..member(5, MemberState::Alive) });
         assert_eq!(tr.record(b, NodeId(4), Time(20), &ms), None, "5 is back");
         assert_eq!(tr.record(b, NodeId(5), Time(30), &ms), Some(Duration::from_micros(30)), "6 is dead");
     }

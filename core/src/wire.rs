@@ -16,28 +16,37 @@ use crate::selector::Selector;
 /// Largest frame a node accepts from a peer.
 pub const MAX_FRAME: usize = 4 << 20;
 
+/// A frame that does not decode to a valid message.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
+    /// Larger than `MAX_FRAME`.
     #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
     TooLarge(usize),
+    /// Not valid protobuf.
     #[error("undecodable protobuf: {0}")]
     Decode(String),
+    /// A protocol version this build does not speak.
     #[error("unsupported wire version {0} (this node speaks {WIRE_VERSION})")]
     Version(u32),
+    /// A required field is missing.
     #[error("missing field {0}")]
     Missing(&'static str),
+    /// An id of the wrong length.
     #[error("purge id must be 16 bytes")]
     BadId,
 }
 
+/// Encodes a message from `from` as one frame.
 pub fn encode(from: NodeId, msg: &Message) -> Vec<u8> {
     to_envelope(from, msg).encode_to_vec()
 }
 
+/// The length of `encode(from, msg)`, without encoding it.
 pub fn encoded_len(from: NodeId, msg: &Message) -> usize {
     to_envelope(from, msg).encoded_len()
 }
 
+/// Decodes one frame into its sender and message.
 pub fn decode(bytes: &[u8]) -> Result<(NodeId, Message), WireError> {
     if bytes.len() > MAX_FRAME {
         return Err(WireError::TooLarge(bytes.len()));
@@ -143,6 +152,7 @@ fn wm_from(w: &pb::Watermark) -> Watermark {
     Watermark { stream: StreamId { origin: NodeId(w.origin), epoch: w.epoch }, seq: w.seq }
 }
 
+/// A selector in its protobuf form.
 pub fn selector_to(s: &Selector) -> pb::Selector {
     use pb::selector::Kind;
     let kind = match s {
@@ -173,6 +183,7 @@ fn selector_from(s: pb::Selector) -> Selector {
     }
 }
 
+/// A purge in its protobuf form (also the store's record).
 pub fn purge_to(p: &Purge) -> pb::Purge {
     pb::Purge {
         id: p.id.to_bytes().to_vec(),
@@ -188,6 +199,7 @@ pub fn purge_to(p: &Purge) -> pb::Purge {
     }
 }
 
+/// A purge from its protobuf form, validated.
 pub fn purge_from(p: pb::Purge) -> Result<Purge, WireError> {
     Ok(Purge {
         id: PurgeId::from_slice(&p.id).ok_or(WireError::BadId)?,

@@ -1,96 +1,23 @@
 //! Engines wired together in memory: delivery order, duplicates and loss
 //! must not change what every node ends up applying.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use purgecast_core::testing::{member, Net};
 use purgecast_core::{
-    Config, Engine, Location, Member, MemberState, Message, Mode, NodeId, Output, Profile, PurgeId, Selector, Strategy,
-    Time,
+    Config, Event, Member, MemberState, Message, Mode, OriginateError, PurgeId, Selector, Stage, Strategy,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-struct Net {
-    engines: Vec<Engine>,
-    /// (node index, purge) -> times applied.
-    applied: BTreeMap<(usize, PurgeId), u32>,
-    inflight: Vec<(usize, NodeId, Message)>,
-    index: BTreeMap<NodeId, usize>,
-    flushes: usize,
-}
+/// One anti-entropy-sized hop: every round delivers what is in flight.
+const ROUND: Duration = Duration::from_millis(600);
 
-fn member(i: usize, pops: usize) -> Member {
-    let profile = Profile {
-        name: format!("n{i}"),
-        peer_addr: format!("127.0.0.1:{}", 7000 + i),
-        api_addr: String::new(),
-        location: Location { pop: format!("p{}", i % pops), region: "r".into() },
-    };
-    Member::new(NodeId::from_name(&profile.name), profile)
-}
-
-impl Net {
-    fn new(n: usize, pops: usize, cfg: &Config, seed: u64) -> Net {
-        let members: Vec<Member> = (0..n).map(|i| member(i, pops)).collect();
-        let mut engines = Vec::new();
-        for (i, m) in members.iter().enumerate() {
-            let mut e = Engine::new(cfg.clone(), m.clone(), 1, seed ^ (i as u64 * 7919), Time::ZERO);
-            for other in &members {
-                e.add_member(other.clone());
-            }
-            engines.push(e);
-        }
-        let index = members.iter().enumerate().map(|(i, m)| (m.id, i)).collect();
-        Net { engines, applied: BTreeMap::new(), inflight: Vec::new(), index, flushes: 0 }
-    }
-
-    fn drain(&mut self, i: usize, now: Time) {
-        while let Some(out) = self.engines[i].poll_output() {
-            match out {
-                Output::Send { to, msg } => {
-                    if let Some(&j) = self.index.get(&to) {
-                        self.inflight.push((j, self.engines[i].id(), msg));
-                    }
-                }
-                Output::Apply { purge } => {
-                    *self.applied.entry((i, purge.id)).or_default() += 1;
-                    self.engines[i].applied(now, purge.id, purge.origin());
-                }
-                Output::Flush { .. } => self.flushes += 1,
-                Output::Event(_) => {}
-            }
-        }
-    }
-
-    /// Delivers in-flight messages in random order, dropping a fraction and
-    /// duplicating some, with anti-entropy rounds in between.
-    fn run(&mut self, rng: &mut StdRng, loss: f64, dup: f64, rounds: usize) {
-        let mut now = Time::ZERO;
-        for _ in 0..rounds {
-            let mut batch = std::mem::take(&mut self.inflight);
-            // Fisher-Yates with our RNG: arbitrary interleavings.
-            for k in (1..batch.len()).rev() {
-                batch.swap(k, rng.random_range(0..=k));
-            }
-            for (to, from, msg) in batch {
-                if rng.random_bool(loss) {
-                    continue;
-                }
-                let copies = if rng.random_bool(dup) { 2 } else { 1 };
-                for _ in 0..copies {
-                    self.engines[to].handle_message(now, from, msg.clone());
-                    self.drain(to, now);
-                }
-            }
-            now = now + Duration::from_millis(600);
-            for i in 0..self.engines.len() {
-                self.engines[i].handle_timeout(now);
-                self.drain(i, now);
-            }
-        }
-    }
+fn members(n: usize, pops: usize) -> Vec<Member> {
+    (0..n).map(|i| member(i, i % pops, 0)).collect()
 }
 
 fn cfg(strategy: Strategy) -> Config {
@@ -106,19 +33,17 @@ fn cfg(strategy: Strategy) -> Config {
 fn originate_some(net: &mut Net, rng: &mut StdRng, purges: usize) -> BTreeSet<PurgeId> {
     let mut ids = BTreeSet::new();
     for k in 0..purges {
-        let i = rng.random_range(0..net.engines.len());
+        let i = rng.random_range(0..net.len());
         let sel = vec![Selector::tag(&format!("t{k}")).unwrap()];
-        let p = net.engines[i].originate(Time::ZERO, sel, Mode::Hard, 0).unwrap();
-        ids.insert(p.id);
-        net.drain(i, Time::ZERO);
+        ids.insert(net.originate(i, sel, Mode::Hard).unwrap().id);
     }
     ids
 }
 
 fn check_converged(net: &Net, ids: &BTreeSet<PurgeId>) {
-    for i in 0..net.engines.len() {
+    for i in 0..net.len() {
         for id in ids {
-            assert_eq!(net.applied.get(&(i, *id)), Some(&1), "node {i} purge {id}: must apply exactly once");
+            assert_eq!(net.applied(i, *id), 1, "node {i} purge {id}: must apply exactly once");
         }
     }
 }
@@ -126,44 +51,36 @@ fn check_converged(net: &Net, ids: &BTreeSet<PurgeId>) {
 #[test]
 fn topology_fanout_reaches_everyone_without_loss_in_one_round() {
     let mut rng = StdRng::seed_from_u64(1);
-    let mut net = Net::new(30, 5, &cfg(Strategy::Topology), 1);
+    let mut net = Net::new(members(30, 5), cfg(Strategy::Topology), 1);
     let ids = originate_some(&mut net, &mut rng, 5);
-    net.run(&mut rng, 0.0, 0.0, 3);
+    net.run_for(3 * ROUND, ROUND);
     check_converged(&net, &ids);
 }
 
 #[test]
 fn origin_learns_completion_from_acks() {
-    let mut rng = StdRng::seed_from_u64(2);
-    let mut net = Net::new(8, 2, &cfg(Strategy::Topology), 2);
-    let p = net.engines[0].originate(Time::ZERO, vec![Selector::Everything], Mode::Soft, 0).unwrap();
-    net.drain(0, Time::ZERO);
-    let before = net.engines[0].status(p.id).unwrap();
+    let mut net = Net::new(members(8, 2), cfg(Strategy::Topology), 2);
+    let p = net.originate(0, vec![Selector::Everything], Mode::Soft).unwrap();
+    let before = net.engine(0).status(p.id).unwrap();
     assert_eq!(before.expected, 8);
     assert_eq!(before.applied.len(), 1, "only the origin itself so far");
-    net.run(&mut rng, 0.0, 0.0, 3);
-    let after = net.engines[0].status(p.id).unwrap();
+    net.run_for(3 * ROUND, ROUND);
+    let after = net.engine(0).status(p.id).unwrap();
     assert_eq!(after.applied.len(), 8);
     assert!(after.pending.is_empty());
     assert!(after.completed.is_some());
+    let completions = net.take_events(0).into_iter().filter(|e| matches!(e, Event::PurgeComplete { .. })).count();
+    assert_eq!(completions, 1);
 }
 
 #[test]
 fn a_peer_sending_an_invalid_purge_is_rejected_not_applied() {
-    let mut net = Net::new(2, 1, &cfg(Strategy::Topology), 3);
-    let mut rng = StdRng::seed_from_u64(3);
-    let mut p = net.engines[0].originate(Time::ZERO, vec![Selector::Everything], Mode::Hard, 0).unwrap();
+    let mut net = Net::new(members(2, 1), cfg(Strategy::Topology), 3);
+    let mut p = net.originate(0, vec![Selector::Everything], Mode::Hard).unwrap();
     p.selectors = vec![Selector::Url("not a url".into())];
-    let from = net.engines[0].id();
-    net.engines[1].handle_message(
-        Time::ZERO,
-        from,
-        Message::Push { purge: std::sync::Arc::new(p.clone()), stage: purgecast_core::Stage::PopLocal },
-    );
-    net.drain(1, Time::ZERO);
-    assert_eq!(net.applied.get(&(1, p.id)), None);
-    assert_eq!(net.engines[1].stats().rejected, 1);
-    let _ = &mut rng;
+    net.inject(1, 0, Message::Push { purge: Arc::new(p.clone()), stage: Stage::PopLocal });
+    assert_eq!(net.applied(1, p.id), 0);
+    assert_eq!(net.engine(1).stats().rejected, 1);
 }
 
 proptest! {
@@ -180,13 +97,17 @@ proptest! {
     ) {
         let strategy = if gossip { Strategy::Gossip } else { Strategy::Topology };
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut net = Net::new(n, pops, &cfg(strategy), seed);
+        let mut net = Net::new(members(n, pops), cfg(strategy), seed);
+        net.set_shuffle(true);
+        net.set_duplicates(dup);
         let ids = originate_some(&mut net, &mut rng, purges);
         // Lossy phase, then a clean phase in which anti-entropy must repair.
-        net.run(&mut rng, loss, dup, 5);
-        net.run(&mut rng, 0.0, dup, 40);
+        net.set_loss(loss);
+        net.run_for(5 * ROUND, ROUND);
+        net.set_loss(0.0);
+        net.run_for(40 * ROUND, ROUND);
         check_converged(&net, &ids);
-        prop_assert_eq!(net.flushes, 0);
+        prop_assert_eq!((0..n).map(|i| net.flushes(i)).sum::<usize>(), 0);
     }
 }
 
@@ -194,61 +115,61 @@ proptest! {
 /// within one 10 ms step, so only a member that never answers can be late.
 #[test]
 fn swim_declares_a_silent_member_dead_and_keeps_the_rest_alive() {
-    let config = Config::default();
-    let mut net = Net::new(6, 2, &config, 9);
+    let mut net = Net::new(members(6, 2), Config::default(), 9);
     let dead = 5;
-    let dead_id = net.engines[dead].id();
-    let mut now = Time::ZERO;
-    for _ in 0..1000 {
-        now = now + Duration::from_millis(10);
-        for i in 0..net.engines.len() {
-            if i != dead {
-                net.engines[i].handle_timeout(now);
-                net.drain(i, now);
-            }
-        }
-        let batch = std::mem::take(&mut net.inflight);
-        for (to, from, msg) in batch {
-            if to != dead {
-                net.engines[to].handle_message(now, from, msg);
-                net.drain(to, now);
-            }
-        }
-    }
+    net.crash(dead);
+    net.run_for(Duration::from_secs(10), Duration::from_millis(10));
     for i in 0..dead {
-        let e = &net.engines[i];
-        for m in e.members().iter() {
-            let want = if m.id == dead_id { MemberState::Dead } else { MemberState::Alive };
+        for m in net.engine(i).members().iter() {
+            let want = if m.id == net.id(dead) { MemberState::Dead } else { MemberState::Alive };
             assert_eq!(m.state, want, "node {i}'s view of {}", m.profile.name);
         }
     }
 }
 
-fn restarts(e: &mut Engine) -> Vec<NodeId> {
-    let mut out = Vec::new();
-    while let Some(o) = e.poll_output() {
-        if let Output::Event(purgecast_core::Event::MemberRestarted(m)) = o {
-            out.push(m.id);
-        }
-    }
-    out
+fn restarts(net: &mut Net, i: usize) -> Vec<purgecast_core::NodeId> {
+    let events = net.take_events(i);
+    events.into_iter().filter_map(|e| if let Event::MemberRestarted(m) = e { Some(m.id) } else { None }).collect()
 }
 
 /// The node drops its connections to a peer that restarted; the engine must
-/// tell a new boot apart from ordinary incarnation bumps.
+/// tell a new boot apart from first joins and ordinary incarnation bumps.
 #[test]
 fn a_new_boot_epoch_is_reported_as_a_restart() {
-    let c = cfg(Strategy::Topology);
-    let (a, b) = (member(0, 1), member(1, 1));
-    let mut ea = Engine::new(c.clone(), a.clone(), 1, 1, Time::ZERO);
-    let b1 = Engine::new(c.clone(), b.clone(), 1, 2, Time::ZERO);
-    ea.handle_message(Time::ZERO, b.id, b1.join_message());
-    assert!(restarts(&mut ea).is_empty(), "a first join is not a restart");
+    let mut net = Net::joining(members(2, 1), cfg(Strategy::Topology), 4);
+    net.run_for(3 * ROUND, ROUND);
+    assert_eq!(net.engine(0).members().len(), 2, "joined through the seeds");
+    assert!(restarts(&mut net, 0).is_empty(), "a first join is not a restart");
     // A refutation bumps the incarnation within the same boot.
-    let bumped = Member { incarnation: b1.me().incarnation + 1, ..b1.me().clone() };
-    ea.handle_message(Time::ZERO, b.id, Message::Members { members: vec![bumped] });
-    assert!(restarts(&mut ea).is_empty(), "a refutation is not a restart");
-    let b2 = Engine::new(c, b.clone(), 2, 3, Time::ZERO);
-    ea.handle_message(Time::ZERO, b.id, b2.join_message());
-    assert_eq!(restarts(&mut ea), vec![b.id]);
+    let b = net.engine(1).me().clone();
+    net.inject(0, 1, Message::Members { members: vec![Member { incarnation: b.incarnation + 1, ..b }] });
+    assert!(restarts(&mut net, 0).is_empty(), "a refutation is not a restart");
+    net.crash(1);
+    net.restart(1);
+    net.run_for(3 * ROUND, ROUND);
+    assert_eq!(restarts(&mut net, 0), vec![net.id(1)]);
+}
+
+/// A node with seeds refuses purges until a seed answers, knocks once a
+/// second while alone, and stops knocking once joined.
+#[test]
+fn a_node_alone_with_seeds_refuses_purges_and_knocks_until_it_joins() {
+    let mut net = Net::joining(members(3, 1), cfg(Strategy::Topology), 5);
+    let refused = net.originate(0, vec![Selector::Everything], Mode::Hard);
+    assert_eq!(refused.unwrap_err(), OriginateError::NotJoined);
+    assert!(!net.engine(0).is_joined());
+    // Every seed is cut off: the first knocks are lost, the node stays
+    // alone, and only knocking again can get it in after the heal.
+    net.partition(|i| i);
+    net.run_for(Duration::from_secs(5), Duration::from_millis(100));
+    assert_eq!(net.engine(0).members().len(), 1);
+    net.heal();
+    net.run_for(Duration::from_secs(2), Duration::from_millis(100));
+    for i in 0..3 {
+        assert_eq!(net.engine(i).members().len(), 3, "node {i} knows everyone");
+        assert!(net.engine(i).is_joined());
+    }
+    let p = net.originate(0, vec![Selector::Everything], Mode::Hard).unwrap();
+    net.run_for(3 * ROUND, ROUND);
+    assert!((0..3).all(|i| net.applied(i, p.id) == 1));
 }

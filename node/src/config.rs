@@ -3,9 +3,8 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use purgecast_core::{Config as ProtocolConfig, Strategy};
+use purgecast_core::Config as ProtocolConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +15,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, source: toml::de::Error },
     #[error("invalid value for {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error(transparent)]
+    Protocol(#[from] purgecast_core::ConfigError),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -45,7 +46,9 @@ pub struct NodeConfig {
     pub tls: TlsConfig,
     /// Bearer tokens accepted by the API; empty = no authentication.
     pub api_tokens: Vec<String>,
-    pub protocol: ProtocolSection,
+    /// The protocol's parameters: core's own `Config`, durations as
+    /// human strings ("500ms", "24h").
+    pub protocol: ProtocolConfig,
     /// Test-only: JSON file of per-destination delay/loss for the QUIC socket.
     pub wan_emulation: Option<PathBuf>,
     /// "text" or "json".
@@ -58,43 +61,6 @@ pub struct TlsConfig {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProtocolSection {
-    /// "topology" or "gossip".
-    pub strategy: String,
-    /// 0 = ceil(ln n) + 2.
-    pub fanout: usize,
-    pub pop_entry: usize,
-    pub pop_direct_max: usize,
-    pub ae_interval_ms: u64,
-    pub ae_peers: usize,
-    pub retention_secs: u64,
-    pub retention_max_purges: usize,
-    pub probe_interval_ms: u64,
-    pub probe_timeout_ms: u64,
-    pub suspect_timeout_ms: u64,
-}
-
-impl Default for ProtocolSection {
-    fn default() -> Self {
-        let d = ProtocolConfig::default();
-        ProtocolSection {
-            strategy: "topology".into(),
-            fanout: 0,
-            pop_entry: d.pop_entry,
-            pop_direct_max: d.pop_direct_max,
-            ae_interval_ms: d.ae_interval.as_millis() as u64,
-            ae_peers: d.ae_peers,
-            retention_secs: d.retention.as_secs(),
-            retention_max_purges: d.retention_max_purges,
-            probe_interval_ms: d.probe_interval.as_millis() as u64,
-            probe_timeout_ms: d.probe_timeout.as_millis() as u64,
-            suspect_timeout_ms: d.suspect_timeout.as_millis() as u64,
-        }
-    }
 }
 
 impl Default for NodeConfig {
@@ -112,7 +78,7 @@ impl Default for NodeConfig {
             region: "local".into(),
             tls: TlsConfig::default(),
             api_tokens: Vec::new(),
-            protocol: ProtocolSection::default(),
+            protocol: ProtocolConfig::default(),
             wan_emulation: None,
             log_format: "text".into(),
         }
@@ -161,38 +127,7 @@ impl NodeConfig {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return bad("log_format", "must be \"text\" or \"json\"");
         }
-        self.protocol_config().map(|_| ())
-    }
-
-    pub fn protocol_config(&self) -> Result<ProtocolConfig, ConfigError> {
-        let p = &self.protocol;
-        let strategy = match p.strategy.as_str() {
-            "topology" => Strategy::Topology,
-            "gossip" => Strategy::Gossip,
-            other => {
-                return Err(ConfigError::Invalid {
-                    key: "protocol.strategy",
-                    reason: format!("{other:?}: expected \"topology\" or \"gossip\""),
-                })
-            }
-        };
-        if p.ae_interval_ms == 0 || p.probe_interval_ms == 0 {
-            return Err(ConfigError::Invalid { key: "protocol", reason: "intervals must be > 0".into() });
-        }
-        Ok(ProtocolConfig {
-            strategy,
-            fanout: (p.fanout > 0).then_some(p.fanout),
-            pop_entry: p.pop_entry.max(1),
-            pop_direct_max: p.pop_direct_max,
-            ae_interval: Duration::from_millis(p.ae_interval_ms),
-            ae_peers: p.ae_peers.max(1),
-            retention: Duration::from_secs(p.retention_secs),
-            retention_max_purges: p.retention_max_purges.max(1),
-            probe_interval: Duration::from_millis(p.probe_interval_ms),
-            probe_timeout: Duration::from_millis(p.probe_timeout_ms),
-            suspect_timeout: Duration::from_millis(p.suspect_timeout_ms),
-            ..ProtocolConfig::default()
-        })
+        Ok(self.protocol.validate()?)
     }
 }
 
@@ -224,11 +159,15 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         assert!(toml::from_str::<NodeConfig>("nmae = \"x\"").is_err());
-        let mut c = NodeConfig::default();
-        c.protocol.strategy = "flood".into();
-        assert!(c.protocol_config().is_err());
-        c.protocol.strategy = "gossip".into();
-        assert_eq!(c.protocol_config().unwrap().strategy, Strategy::Gossip);
+        assert!(toml::from_str::<NodeConfig>("[protocol]\nstrategy = \"flood\"").is_err());
+        assert!(toml::from_str::<NodeConfig>("[protocol]\nae_interval = \"500\"").is_err(), "a unit is required");
+        let c: NodeConfig = toml::from_str("[protocol]\nstrategy = \"gossip\"\nretention = \"2h\"").unwrap();
+        assert_eq!(c.protocol.strategy, purgecast_core::Strategy::Gossip);
+        assert_eq!(c.protocol.retention, std::time::Duration::from_secs(7200));
         assert!(matches!(c.validate(), Err(ConfigError::Invalid { key: "tls.ca", .. })));
+        let mut c = c;
+        c.tls = TlsConfig { ca: "ca".into(), cert: "c".into(), key: "k".into() };
+        c.protocol.ae_interval = std::time::Duration::ZERO;
+        assert!(matches!(c.validate(), Err(ConfigError::Protocol(e)) if e.key == "ae_interval"));
     }
 }

@@ -40,7 +40,7 @@ pub enum NodeError {
 /// Runs a node until `shutdown` turns true.
 pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
     cfg.validate()?;
-    let protocol = cfg.protocol_config()?;
+    let protocol = cfg.protocol.clone();
     let started = Instant::now();
     let prometheus = node_metrics::install()?;
     let health = Health::default();

@@ -1,8 +1,8 @@
 //! Baselines that exist only in the simulator, on the same network and CPU
 //! model as the engines: no acks, no anti-entropy, no failure detection.
 
-use purgecast_core::message::Stage;
 use purgecast_core::wire::encoded_len;
+use purgecast_core::Stage;
 use purgecast_core::{Message, Mode, NodeId, Purge, PurgeId, Selector, StreamId, Time};
 
 use crate::msg_kind::MsgKind;

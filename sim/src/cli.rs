@@ -149,22 +149,9 @@ pub struct Common {
     pub threads: usize,
 }
 
+/// The human duration syntax of the whole project (`purgecast_core::parse_duration`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?} (e.g. 10ms, 2s, 500us)"))?;
-    let us = match unit {
-        "us" => v,
-        "ms" => v * 1e3,
-        "s" => v * 1e6,
-        "" if v == 0.0 => 0.0,
-        _ => return Err(format!("bad duration unit in {s:?}: use us, ms or s")),
-    };
-    if !us.is_finite() || !(0.0..=1e15).contains(&us) {
-        return Err(format!("duration {s:?} out of range"));
-    }
-    Ok(Duration::from_micros(us.round() as u64))
+    purgecast_core::parse_duration(s).map_err(|e| e.to_string())
 }
 
 pub fn parse_jitter(s: &str) -> Result<Jitter, String> {

@@ -1,12 +1,11 @@
 //! The shipped protocol: one real `purgecast_core::Engine` per machine.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use purgecast_core::hash::{mix64, KeyedMap};
 use purgecast_core::wire::encoded_len;
 use purgecast_core::{
-    Config, Engine, Event, Member, MemberState, Message, Mode, NodeId, Output, Purge, PurgeId, Selector, Stage, Time,
+    mix64, Config, Engine, Event, KeyedMap, Member, MemberState, Message, Mode, NodeId, OriginateError, Output, Purge,
+    PurgeId, Selector, Stage, Time,
 };
 
 use crate::msg_kind::MsgKind;
@@ -69,10 +68,6 @@ pub struct EngineCounters {
     pub completed: u64,
 }
 
-/// How often a restarted node that knows nobody knocks on its seeds again
-/// (the node's driver uses the same period).
-pub(crate) const JOIN_RETRY: Duration = Duration::from_secs(1);
-
 pub struct Engines {
     engines: Vec<Engine>,
     cfg: Config,
@@ -83,8 +78,6 @@ pub struct Engines {
     /// What each machine applied, as the node's store keeps it; only kept
     /// when the workload restarts machines.
     log: Option<Vec<Vec<Arc<Purge>>>>,
-    /// Restarted machines still alone: when to send the next join.
-    join_at: Vec<Option<Time>>,
     /// Off only to check that the fuzzer catches a node that forgets what
     /// it applied.
     pub restore_on_restart: bool,
@@ -126,7 +119,6 @@ impl Engines {
             members,
             epoch: vec![1; n],
             log: restarts.then(|| vec![Vec::new(); n]),
-            join_at: vec![None; n],
             restore_on_restart: true,
             ids,
             by_id,
@@ -174,12 +166,18 @@ impl Engines {
                     }
                     None => self.counters.unknown += 1,
                 },
-                Output::Apply { purge } => {
+                Output::SendSeed { seed, msg } => {
+                    let t = seed.index();
+                    let bytes = self.size(self.ids[m], &msg);
+                    let kind = MsgKind::of(&msg);
+                    io.send(t, msg.into(), kind, bytes);
+                }
+                Output::Apply { purge, ticket } => {
                     match self.by_purge.get(&purge.id) {
                         Some(&i) => io.apply(i),
                         None => self.counters.unknown += 1,
                     }
-                    self.engines[m].applied(io.now, purge.id, purge.origin());
+                    self.engines[m].applied(io.now, ticket);
                     if let Some(log) = &mut self.log {
                         log[m].push(purge);
                     }
@@ -198,12 +196,6 @@ impl Protocol for Engines {
     type Msg = InFlight;
 
     fn originate(&mut self, io: &mut Io<InFlight>, m: usize, purge: usize) {
-        // As the node does: one that knows nobody could only apply the purge
-        // itself, so it refuses and the client retries elsewhere.
-        if self.engines[m].members().len() <= 1 && self.ids.len() > 1 {
-            io.refuse(purge);
-            return;
-        }
         let url = format!("https://www.example.com/assets/{purge}/app.js");
         let Ok(sel) = Selector::url(&url) else {
             self.counters.rejected += 1;
@@ -213,7 +205,10 @@ impl Protocol for Engines {
             Ok(p) => {
                 self.by_purge.insert(p.id, purge);
             }
-            Err(_) => self.counters.rejected += 1,
+            // One that knows nobody could only apply the purge itself: the
+            // client retries elsewhere.
+            Err(OriginateError::NotJoined) => io.refuse(purge),
+            Err(OriginateError::Invalid(_)) => self.counters.rejected += 1,
         }
         self.drain(io, m);
     }
@@ -225,23 +220,17 @@ impl Protocol for Engines {
 
     fn on_timer(&mut self, io: &mut Io<InFlight>, m: usize) {
         self.engines[m].handle_timeout(io.now);
-        if self.join_at[m].is_some_and(|t| t <= io.now) {
-            self.join(io, m);
-        }
         self.drain(io, m);
     }
 
     fn next_timer(&self, m: usize) -> Option<Time> {
-        let t = self.engines[m].poll_timeout();
-        match self.join_at[m] {
-            Some(j) => Some(t.map_or(j, |t| t.min(j))),
-            None => t,
-        }
+        Some(self.engines[m].poll_timeout())
     }
 
     /// As the node does: a new engine with the next boot epoch, taught what
     /// the store holds (`Engine::restore`), knowing nobody until a seed
-    /// answers its join.
+    /// answers its join. Every other machine is a seed (a small cluster's
+    /// config lists them all).
     fn restart(&mut self, io: &mut Io<InFlight>, m: usize) {
         self.epoch[m] += 1;
         let epoch = self.epoch[m];
@@ -253,25 +242,12 @@ impl Protocol for Engines {
                 e.restore(io.now, Arc::clone(p));
             }
         }
+        // Seed `t` is machine `t`. Profiles carry no addresses here (they
+        // would change every message size), so the machine's own entry is
+        // its own empty address, which the engine skips.
+        let seeds: Vec<&str> = (0..self.ids.len()).map(|t| if t == m { "" } else { "seed" }).collect();
+        e.set_seeds(io.now, &seeds);
         self.engines[m] = e;
-        self.join(io, m);
         self.drain(io, m);
-    }
-}
-
-impl Engines {
-    /// Every other machine is a seed (a small cluster's config lists them
-    /// all); the join is repeated while nobody has answered.
-    fn join(&mut self, io: &mut Io<InFlight>, m: usize) {
-        if self.engines[m].members().len() > 1 {
-            self.join_at[m] = None;
-            return;
-        }
-        self.join_at[m] = Some(io.now + JOIN_RETRY);
-        let msg = self.engines[m].join_message();
-        let bytes = encoded_len(self.ids[m], &msg);
-        for to in (0..self.ids.len()).filter(|t| *t != m) {
-            io.send(to, msg.clone().into(), MsgKind::of(&msg), bytes);
-        }
     }
 }

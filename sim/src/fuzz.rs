@@ -119,7 +119,7 @@ pub struct Schedule {
 ///   rounds leave well under 1e-6 per (purge, machine);
 /// - a few round trips over the longest link, retransmitted under QUIC.
 pub fn settle_bound(cfg: &Config, max_one_way: Duration) -> Duration {
-    let join = crate::engines::JOIN_RETRY * 3;
+    let join = purgecast_core::JOIN_RETRY * 3;
     let swim = cfg.probe_interval * 2 + cfg.probe_interval.max(cfg.probe_timeout * 2) + cfg.suspect_timeout;
     let ae = cfg.ae_interval * 24;
     join + swim + ae + max_one_way * 16

@@ -74,10 +74,10 @@ impl Default for Opts {
     fn default() -> Self {
         // Fast failure detection and anti-entropy keep the tests short.
         let protocol = [
-            ("ae_interval_ms", "200"),
-            ("probe_interval_ms", "200"),
-            ("probe_timeout_ms", "100"),
-            ("suspect_timeout_ms", "1000"),
+            ("ae_interval", "\"200ms\""),
+            ("probe_interval", "\"200ms\""),
+            ("probe_timeout", "\"100ms\""),
+            ("suspect_timeout", "\"1s\""),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -113,7 +113,7 @@ async fn partition_heals_and_both_sides_catch_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_down_longer_than_retention_flushes_on_return() {
     let mut opts = Opts::default();
-    opts.protocol.push(("retention_secs".into(), "2".into()));
+    opts.protocol.push(("retention".into(), "\"2s\"".into()));
     let mut c = Cluster::start(3, opts).await.unwrap();
     c.put_everywhere(&[("https://r.example/a", &["a"]), ("https://r.example/b", &["b"])]).await.unwrap();
     // Let the victim record that it is alive.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use purgecast_client::api::PurgeMode;
 use purgecast_client::bench::{self, BenchConfig, BenchReport, BenchSelector};
-use purgecast_client::duration::parse_duration;
+use purgecast_core::parse_duration;
 
 use super::output::print_json;
 use super::EXIT_INCOMPLETE;

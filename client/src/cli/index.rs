@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use purgecast_client::api::Entry;
-use purgecast_client::duration::parse_duration;
 use purgecast_client::jsonl::parse_entries;
 use purgecast_client::{Client, EntryFilter};
+use purgecast_core::parse_duration;
 use serde::Serialize;
 
 use super::output::{list, print_json, table, EntryView};

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::bail;
 use purgecast_client::api::{PurgeMode, PurgeStatus};
-use purgecast_client::duration::{format_duration, parse_duration};
 use purgecast_client::selector::SelectorSet;
 use purgecast_client::{Client, ClientError};
+use purgecast_core::{format_duration, parse_duration};
 use serde::Serialize;
 
 use super::output::{list, print_json, table};

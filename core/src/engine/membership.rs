@@ -6,7 +6,7 @@ use rand::seq::IndexedRandom;
 
 use super::{Engine, Event};
 use crate::id::NodeId;
-use crate::member::{Applied as MemberApplied, Member, MemberState};
+use crate::member::{Member, MemberState, Merge};
 use crate::message::Message;
 use crate::time::Time;
 
@@ -33,7 +33,7 @@ impl Engine {
             if m.state != MemberState::Alive && self.me.state == MemberState::Alive {
                 if m.incarnation >= self.me.incarnation {
                     self.me.incarnation = m.incarnation + 1;
-                    self.members.apply(self.me.clone());
+                    self.members.merge(self.me.clone());
                 }
                 // Even when the news is older than my incarnation, peers may
                 // not know that incarnation (they learnt of me from config,
@@ -47,9 +47,9 @@ impl Engine {
         let prev = self.members.get(m.id).map(|x| x.state);
         let prev_boot = self.members.get(m.id).map(Member::boot);
         let moved = self.members.get(m.id).is_none_or(|x| x.profile.location != m.profile.location);
-        match self.members.apply(m.clone()) {
-            MemberApplied::Stale => return,
-            MemberApplied::New | MemberApplied::Changed(_) => {}
+        match self.members.merge(m.clone()) {
+            Merge::Stale => return,
+            Merge::New | Merge::Changed(_) => {}
         }
         // Suspicions come and go all the time in a large cluster; the peer
         // caches only depend on who is reachable and where.

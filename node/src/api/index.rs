@@ -89,8 +89,7 @@ impl Index for IndexService {
 
     async fn get(&self, req: Request<pb::GetEntryRequest>) -> Result<Response<pb::GetEntryResponse>, Status> {
         let key = non_empty("key", &req.get_ref().key)?.to_string();
-        let key =
-            purgecast_core::selector::parse_url(&key).map_err(|e| Status::invalid_argument(format!("key: {e}")))?.key;
+        let key = purgecast_core::parse_url(&key).map_err(|e| Status::invalid_argument(format!("key: {e}")))?.key;
         let found = blocking(&self.store, move |s| s.get(&key)).await?;
         Ok(Response::new(pb::GetEntryResponse { found: found.is_some(), entry: found.map(entry_to_api) }))
     }
@@ -105,8 +104,7 @@ impl Index for IndexService {
         } as usize;
         let entries = match req.filter {
             Some(Filter::Host(h)) => {
-                let h = purgecast_core::selector::normalize_host(&h)
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let h = purgecast_core::normalize_host(&h).map_err(|e| Status::invalid_argument(e.to_string()))?;
                 blocking(&self.store, move |s| s.list_by_host(&h, limit)).await?
             }
             Some(Filter::Tag(t)) => {
@@ -122,8 +120,7 @@ impl Index for IndexService {
         use pb::count_entries_request::Filter;
         let count = match req.into_inner().filter {
             Some(Filter::Host(h)) => {
-                let h = purgecast_core::selector::normalize_host(&h)
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let h = purgecast_core::normalize_host(&h).map_err(|e| Status::invalid_argument(e.to_string()))?;
                 blocking(&self.store, move |s| s.count_by_host(&h)).await?
             }
             Some(Filter::Tag(t)) => {

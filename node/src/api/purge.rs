@@ -1,6 +1,6 @@
 //! The purge service: purges, their status and membership.
 
-use purgecast_core::purge::MAX_SELECTORS;
+use purgecast_core::MAX_SELECTORS;
 use purgecast_core::{Member, Mode, PurgeId, Selector};
 use purgecast_proto::api::{self as pb, purger_server::Purger};
 use tonic::{Request, Response, Status};
@@ -87,7 +87,7 @@ impl Purger for PurgerService {
             .get_ref()
             .id
             .parse()
-            .map_err(|e: purgecast_core::id::BadPurgeId| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e: purgecast_core::BadPurgeId| Status::invalid_argument(e.to_string()))?;
         let found = self.driver.call(|reply| Command::Status { id, reply }).await.map_err(driver_status)?;
         let Some((s, members)) = found else {
             return Err(Status::not_found(format!(

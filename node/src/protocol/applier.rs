@@ -9,7 +9,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use purgecast_core::{Purge, PurgeId};
+use purgecast_core::{ApplyTicket, Purge, PurgeId};
 use tokio::sync::mpsc;
 
 use crate::clock::now_ms;
@@ -25,14 +25,18 @@ pub const QUEUE: usize = 4 * MAX_BATCH;
 pub enum Job {
     /// The store syncs every batch (`StoreOptions::sync`), so a client gets
     /// the id of a purge it submitted only once it is on disk.
-    Apply { purge: Arc<Purge> },
+    /// The ticket goes back to the engine once the purge is on disk.
+    Apply { purge: Arc<Purge>, ticket: ApplyTicket },
     /// Drop every index entry: this node missed purges nobody retains.
     Flush { reason: String },
 }
 
 /// Reported back to the protocol loop once a batch is in the store.
 pub struct Done {
-    pub applied: Vec<(PurgeId, purgecast_core::NodeId)>,
+    /// Tickets of the purges now durable, for `Engine::applied`.
+    pub applied: Vec<ApplyTicket>,
+    /// Purges that could not be stored; their tickets are dropped, so no
+    /// ack is sent for them.
     pub failed: Vec<(PurgeId, String)>,
 }
 
@@ -73,12 +77,13 @@ pub fn spawn(store: Arc<Store>, retention: Duration, done: mpsc::UnboundedSender
 
 fn run_jobs(store: &Store, jobs: Vec<Job>) -> Done {
     let mut done = Done { applied: Vec::new(), failed: Vec::new() };
-    let mut batch: Vec<(Arc<Purge>, u64)> = Vec::new();
+    let mut batch = Batch::default();
     let now = now_ms();
     for job in jobs {
         match job {
-            Job::Apply { purge } => {
-                batch.push((purge, now));
+            Job::Apply { purge, ticket } => {
+                batch.purges.push((purge, now));
+                batch.tickets.push(ticket);
             }
             Job::Flush { reason } => {
                 // Purges queued before the flush go in first: order matters.
@@ -97,7 +102,15 @@ fn run_jobs(store: &Store, jobs: Vec<Job>) -> Done {
     done
 }
 
-fn write_batch(store: &Store, batch: &mut Vec<(Arc<Purge>, u64)>, done: &mut Done) {
+/// Purges to write together, with their tickets in the same order.
+#[derive(Default)]
+struct Batch {
+    purges: Vec<(Arc<Purge>, u64)>,
+    tickets: Vec<ApplyTicket>,
+}
+
+fn write_batch(store: &Store, batch: &mut Batch, done: &mut Done) {
+    let Batch { purges: batch, tickets } = batch;
     if batch.is_empty() {
         return;
     }
@@ -111,12 +124,12 @@ fn write_batch(store: &Store, batch: &mut Vec<(Arc<Purge>, u64)>, done: &mut Don
             metrics::counter!("purgecast_purges_applied_total").increment(batch.len() as u64);
             metrics::counter!("purgecast_entries_removed_total").increment(removed);
             metrics::counter!("purgecast_entries_marked_stale_total").increment(marked_stale);
-            done.applied.extend(batch.iter().map(|(p, _)| (p.id, p.origin())));
+            done.applied.append(tickets);
         }
         Err(e) => {
             tracing::error!(error = %e, purges = batch.len(), "applying purges failed");
             metrics::counter!("purgecast_apply_errors_total").increment(1);
-            done.failed.extend(batch.iter().map(|(p, _)| (p.id, e.to_string())));
+            done.failed.extend(tickets.drain(..).map(|t| (t.purge_id(), e.to_string())));
         }
     }
     batch.clear();

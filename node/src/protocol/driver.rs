@@ -6,8 +6,10 @@ use std::sync::mpsc as std_mpsc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use purgecast_core::engine::{Event, Output};
-use purgecast_core::{wire, Engine, Member, MemberState, Mode, NodeId, Purge, PurgeId, PurgeStatus, Selector, Time};
+use purgecast_core::{
+    wire, Engine, Event, Member, MemberState, Mode, NodeId, OriginateError, Output, Purge, PurgeError, PurgeId,
+    PurgeStatus, Selector, Time,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::applier::{self, Done, Job};
@@ -21,7 +23,7 @@ pub struct Accepted {
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
     #[error("invalid purge: {0}")]
-    Invalid(#[from] purgecast_core::purge::PurgeError),
+    Invalid(#[from] PurgeError),
     #[error("the purge could not be stored: {0}")]
     Store(String),
     #[error("node is shutting down")]
@@ -30,6 +32,15 @@ pub enum DriverError {
         "this node has not joined the cluster yet (no peer reachable through its seeds); retry or use another node"
     )]
     NotJoined,
+}
+
+impl From<OriginateError> for DriverError {
+    fn from(e: OriginateError) -> DriverError {
+        match e {
+            OriginateError::NotJoined => DriverError::NotJoined,
+            OriginateError::Invalid(e) => DriverError::Invalid(e),
+        }
+    }
 }
 
 pub enum Command {
@@ -62,8 +73,9 @@ pub struct Driver {
     backlog: VecDeque<Job>,
     started: Instant,
     waiting: HashMap<PurgeId, (oneshot::Sender<Result<Accepted, DriverError>>, Accepted)>,
+    /// The configured seeds: the engine names them by index
+    /// (`Output::SendSeed`).
     seeds: Vec<String>,
-    next_join: Time,
 }
 
 pub struct Channels {
@@ -80,26 +92,15 @@ pub fn command_channel(me: Member) -> (Handle, mpsc::Receiver<Command>) {
 
 impl Driver {
     pub fn new(
-        engine: Engine,
+        mut engine: Engine,
         transport: Transport,
         apply: std_mpsc::SyncSender<Job>,
         started: Instant,
         seeds: Vec<String>,
     ) -> Driver {
-        // A node listed among its own seeds (one config for every node)
-        // must not count itself as a way into the cluster.
-        let own = engine.me().profile.peer_addr.clone();
-        let seeds = seeds.into_iter().filter(|s| *s != own).collect();
-        Driver {
-            engine,
-            transport,
-            apply,
-            backlog: VecDeque::new(),
-            started,
-            waiting: HashMap::new(),
-            seeds,
-            next_join: Time::ZERO,
-        }
+        let now = Time::from_micros(started.elapsed().as_micros() as u64);
+        engine.set_seeds(now, &seeds);
+        Driver { engine, transport, apply, backlog: VecDeque::new(), started, waiting: HashMap::new(), seeds }
     }
 
     fn now(&self) -> Time {
@@ -107,10 +108,11 @@ impl Driver {
     }
 
     pub async fn run(mut self, mut ch: Channels) {
+        // The first knocks on the seeds are already queued.
+        self.drain();
         loop {
             let now = self.now();
-            let wake =
-                self.engine.poll_timeout().unwrap_or(now + std::time::Duration::from_secs(1)).min(self.next_join);
+            let wake = self.engine.poll_timeout();
             let sleep = tokio::time::sleep(wake.since(now));
             // With applies backed up, new work waits: peers' frames back up
             // into QUIC flow control and their bounded send queues.
@@ -137,25 +139,10 @@ impl Driver {
                 }
             }
             let now = self.now();
-            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+            if self.engine.poll_timeout() <= now {
                 self.engine.handle_timeout(now);
             }
-            if now >= self.next_join {
-                self.join_if_alone(now);
-            }
             self.drain();
-        }
-    }
-
-    /// Keeps knocking on the seeds while this node knows no other member.
-    fn join_if_alone(&mut self, now: Time) {
-        self.next_join = now + std::time::Duration::from_secs(1);
-        if self.engine.members().len() > 1 || self.seeds.is_empty() {
-            return;
-        }
-        let frame = Bytes::from(wire::encode(self.engine.id(), &self.engine.join_message()));
-        for seed in &self.seeds {
-            self.transport.send(seed, frame.clone());
         }
     }
 
@@ -183,8 +170,9 @@ impl Driver {
 
     fn on_done(&mut self, done: Done) {
         let now = self.now();
-        for (id, origin) in done.applied {
-            self.engine.applied(now, id, origin);
+        for ticket in done.applied {
+            let id = ticket.purge_id();
+            self.engine.applied(now, ticket);
             if let Some((reply, accepted)) = self.waiting.remove(&id) {
                 let _ = reply.send(Ok(accepted));
             }
@@ -200,13 +188,6 @@ impl Driver {
         let now = self.now();
         match cmd {
             Command::Purge { selectors, mode, reply } => {
-                // A node that knows nobody could only apply the purge to
-                // itself and hope anti-entropy spreads it later: refuse, so
-                // the client retries on a node that can spread it now.
-                if !self.seeds.is_empty() && self.engine.members().len() <= 1 {
-                    let _ = reply.send(Err(DriverError::NotJoined));
-                    return;
-                }
                 match self.engine.originate(now, selectors, mode, crate::clock::now_ms()) {
                     Ok(purge) => {
                         metrics::counter!("purgecast_purges_accepted_total").increment(1);
@@ -238,7 +219,13 @@ impl Driver {
                     metrics::counter!("purgecast_peer_messages_sent_total", "kind" => msg.kind()).increment(1);
                     self.transport.send(&member.profile.peer_addr, Bytes::from(bytes));
                 }
-                Output::Apply { purge } => self.submit(Job::Apply { purge }),
+                Output::SendSeed { seed, msg } => {
+                    let Some(addr) = self.seeds.get(seed.index()) else { continue };
+                    let bytes = wire::encode(self.engine.id(), &msg);
+                    metrics::counter!("purgecast_peer_messages_sent_total", "kind" => msg.kind()).increment(1);
+                    self.transport.send(addr, Bytes::from(bytes));
+                }
+                Output::Apply { purge, ticket } => self.submit(Job::Apply { purge, ticket }),
                 Output::Flush { stream, missed_through } => {
                     let reason = format!("missed purges of stream {stream} up to seq {missed_through}");
                     self.submit(Job::Flush { reason });

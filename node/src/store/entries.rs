@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use purgecast_core::selector::{normalize_host, parse_url};
 use purgecast_core::Selector;
+use purgecast_core::{normalize_host, parse_url};
 use rocksdb::WriteBatch;
 
 use super::codec::{self, Range};

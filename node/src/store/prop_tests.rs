@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use purgecast_core::selector::{parse_url, CacheKey};
+use purgecast_core::{parse_url, CacheKey};
 use purgecast_core::{Mode, Selector};
 
 use super::tests::{all_entries, assert_consistent, input, open, purge};

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use purgecast_core::selector::parse_url;
+use purgecast_core::parse_url;
 use purgecast_core::{Mode, NodeId, Purge, PurgeId, Selector, StreamId};
 
 use super::codec::{self, Range};
