@@ -80,6 +80,8 @@ pub struct Stats {
     pub rejected: u64,
     pub flushes: u64,
     pub completed: u64,
+    /// Dead members dropped from the table after `forget_dead_after`.
+    pub forgotten: u64,
 }
 
 pub struct Engine {
@@ -96,6 +98,8 @@ pub struct Engine {
     rng: StdRng,
     out: VecDeque<Output>,
     next_ae: Time,
+    /// When each member that is down went down, to forget it.
+    downs: membership::Downs,
     stats: Stats,
 }
 
@@ -125,6 +129,7 @@ impl Engine {
             tracker: Tracker::default(),
             swim,
             next_ae: now + Duration::from_micros(ae_jitter),
+            downs: membership::Downs::default(),
             out: VecDeque::new(),
             stats: Stats::default(),
             rng,
@@ -223,7 +228,7 @@ impl Engine {
         let shared = Arc::new(purge.clone());
         self.seen.insert(now, &shared);
         let expected: Vec<NodeId> = self.members.reachable().map(|m| m.id).collect();
-        self.tracker.start(purge.id, now, expected);
+        self.tracker.start(purge.id, purge.seq, now, expected);
         self.stats.originated += 1;
         self.spread_from_origin(&shared);
         self.out.push_back(Output::Apply { purge: shared });
@@ -263,7 +268,10 @@ impl Engine {
                     self.reject(from, "applied", "acknowledges for another node".into());
                 }
             }
-            Message::Digest { watermarks, reply } => self.on_digest(from, &watermarks, reply),
+            Message::Digest { watermarks, reply } => {
+                self.credit_digest(now, from, &watermarks);
+                self.on_digest(from, &watermarks, reply);
+            }
             Message::Catchup { purges, expired } => self.on_catchup(now, from, purges, expired),
             Message::Join { member } => self.on_join(now, from, member),
             Message::Members { members } => {
@@ -415,6 +423,29 @@ impl Engine {
         }
     }
 
+    /// A digest's watermark for my stream is an ack of every purge up to it
+    /// (see `Tracker`).
+    fn credit_digest(&mut self, now: Time, from: NodeId, theirs: &[Watermark]) {
+        let Ok(i) = theirs.binary_search_by_key(&self.stream, |w| w.stream) else { return };
+        for (id, after) in self.tracker.covered(from, theirs[i].seq, now, &self.members) {
+            self.stats.completed += 1;
+            self.event(Event::PurgeComplete { id, after });
+        }
+    }
+
+    /// Acks can be lost (a connection cut by a restart or a death verdict)
+    /// or never sent (applied just before a crash, restored after it). So
+    /// when a reachable member still owes one after two anti-entropy
+    /// periods, it is sent a digest asking for its own: its watermark
+    /// settles what it has, and each side catches up on what it lacks.
+    fn ask_owing(&mut self, now: Time) {
+        let grace = self.cfg.ae_interval * 2;
+        if let Some(id) = self.tracker.owing(now, grace, self.me.id, &self.members) {
+            let watermarks = self.seen.watermarks();
+            self.send(id, Message::Digest { watermarks, reply: true });
+        }
+    }
+
     fn on_catchup(&mut self, now: Time, from: NodeId, purges: Vec<Arc<Purge>>, expired: Vec<Watermark>) {
         for w in expired {
             if self.seen.watermark(w.stream) < w.seq {
@@ -451,7 +482,9 @@ impl Engine {
         if now >= self.next_ae {
             self.next_ae = now + self.cfg.ae_interval;
             self.anti_entropy_round();
+            self.ask_owing(now);
             self.reconnect();
+            self.forget_dead(now);
             self.seen.prune(now, self.cfg.retention, self.cfg.retention_max_purges);
             self.tracker.prune(now, self.cfg.track_for, self.cfg.track_max);
         }

@@ -105,6 +105,8 @@ pub struct Members {
     by_id: Vec<Member>,
     /// How many are neither alive nor suspect.
     unreachable: usize,
+    /// How many were forgotten: see [`Members::unreachable_count`].
+    forgotten: usize,
 }
 
 impl Members {
@@ -163,8 +165,20 @@ impl Members {
         self.by_id.len() - self.unreachable
     }
 
+    /// Members that are not reachable, counting those forgotten (ever,
+    /// even if learned again since): an upper bound on how many members an
+    /// old purge's expected set may hold that are not reachable now.
     pub fn unreachable_count(&self) -> usize {
-        self.unreachable
+        self.unreachable + self.forgotten
+    }
+
+    /// Drops a member from the table; true if it was there.
+    pub fn forget(&mut self, id: NodeId) -> bool {
+        let Ok(i) = self.find(id) else { return false };
+        let m = self.by_id.remove(i);
+        self.unreachable -= usize::from(!m.state.is_reachable());
+        self.forgotten += 1;
+        true
     }
 }
 

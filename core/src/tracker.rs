@@ -1,5 +1,11 @@
 //! Completion tracking for purges this node originated: who was expected
 //! to apply each one, who has, and how long each took.
+//!
+//! A member tells the origin twice that it has a purge: by an ack when it
+//! applies it, and by every anti-entropy digest it sends the origin
+//! afterwards (its watermark for the origin's stream covers the purge's
+//! seq). Acks are fast; digests repair a lost ack, or one a member never
+//! sent because it had applied the purge just before a crash.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -46,23 +52,71 @@ pub struct PurgeStatus {
 #[derive(Debug, Default)]
 pub struct Tracker {
     by_id: BTreeMap<PurgeId, Tracked>,
-    order: VecDeque<PurgeId>,
+    /// In origination order, which is seq order.
+    order: VecDeque<(u64, PurgeId)>,
+    /// Per member, the highest watermark of this run's stream already
+    /// credited (see [`Tracker::covered`]).
+    credited: BTreeMap<NodeId, u64>,
+    /// Where the search for a member owing acks resumes (a seq).
+    cursor: u64,
 }
 
+/// How many tracked purges one call of [`Tracker::owing`] looks at.
+const OWING_SCAN: usize = 32;
+
 impl Tracker {
-    /// `expected`: the members that should apply it, in any order.
-    pub fn start(&mut self, id: PurgeId, now: Time, mut expected: Vec<NodeId>) {
+    /// `expected`: the members that should apply it, in any order. `seq`
+    /// grows with every call (one stream per run).
+    pub fn start(&mut self, id: PurgeId, seq: u64, now: Time, mut expected: Vec<NodeId>) {
         expected.sort_unstable();
         expected.dedup();
         let done = vec![None; expected.len()];
         let left = expected.len();
         let t = Tracked { accepted: now, expected, done, left, rest: None, extra: BTreeMap::new(), completed: None };
         self.by_id.insert(id, t);
-        self.order.push_back(id);
+        self.order.push_back((seq, id));
     }
 
-    pub fn is_tracked(&self, id: PurgeId) -> bool {
-        self.by_id.contains_key(&id)
+    /// `node`'s digest says it has every purge of this run's stream up to
+    /// `seq`: records an apply by it of each tracked one it had not been
+    /// credited with yet. Returns those this completed.
+    pub fn covered(&mut self, node: NodeId, seq: u64, now: Time, members: &Members) -> Vec<(PurgeId, Duration)> {
+        let from = self.credited.get(&node).copied().unwrap_or(0);
+        if seq <= from {
+            return Vec::new();
+        }
+        self.credited.insert(node, seq);
+        let start = self.order.partition_point(|(s, _)| *s <= from);
+        let ids: Vec<PurgeId> = self.order.range(start..).take_while(|(s, _)| *s <= seq).map(|(_, id)| *id).collect();
+        ids.into_iter().filter_map(|id| self.record(id, node, now, members).map(|d| (id, d))).collect()
+    }
+
+    /// A reachable member that owes an apply of a purge accepted at least
+    /// `grace` ago, if one is found among the next few tracked purges: the
+    /// origin asks it for a digest. The search resumes where it stopped, so
+    /// purges waiting only on dead members do not hide the others.
+    pub fn owing(&mut self, now: Time, grace: Duration, me: NodeId, members: &Members) -> Option<NodeId> {
+        let start = self.order.partition_point(|(s, _)| *s <= self.cursor);
+        let n = self.order.len();
+        for k in 0..OWING_SCAN.min(n) {
+            let (seq, id) = self.order[(start + k) % n];
+            let Some(t) = self.by_id.get(&id) else { continue };
+            if now.since(t.accepted) < grace {
+                // Everything after it is younger: start over next time.
+                self.cursor = 0;
+                return None;
+            }
+            self.cursor = seq;
+            if t.left == 0 {
+                continue;
+            }
+            let owed = t.expected.iter().zip(&t.done).filter(|(_, d)| d.is_none()).map(|(n, _)| *n);
+            let mut reachable = owed.filter(|n| *n != me && members.get(*n).is_some_and(|m| m.state.is_reachable()));
+            if let Some(n) = reachable.next() {
+                return Some(n);
+            }
+        }
+        None
     }
 
     /// Records an apply; returns the completion time if this apply (or the
@@ -148,7 +202,7 @@ impl Tracker {
 
     /// Forgets the oldest beyond `max` and those older than `keep`.
     pub fn prune(&mut self, now: Time, keep: Duration, max: usize) {
-        while let Some(id) = self.order.front().copied() {
+        while let Some((_, id)) = self.order.front().copied() {
             let old = self.by_id.get(&id).is_none_or(|t| now.since(t.accepted) > keep);
             if self.order.len() > max || old {
                 self.order.pop_front();
@@ -185,7 +239,7 @@ mod tests {
         }
         let mut tr = Tracker::default();
         let id = PurgeId(7);
-        tr.start(id, Time(0), vec![NodeId(3), NodeId(1), NodeId(2), NodeId(1)]);
+        tr.start(id, 1, Time(0), vec![NodeId(3), NodeId(1), NodeId(2), NodeId(1)]);
         assert_eq!(tr.record(id, NodeId(1), Time(10), &ms), None);
         assert_eq!(tr.record(id, NodeId(4), Time(20), &ms), None, "4 was not expected");
         assert_eq!(tr.record(id, NodeId(3), Time(30), &ms), None);
@@ -215,8 +269,8 @@ mod tests {
         }
         let mut tr = Tracker::default();
         let (a, b) = (PurgeId(1), PurgeId(2));
-        tr.start(a, Time(0), (1..=4).map(NodeId).collect());
-        tr.start(b, Time(0), (1..=6).map(NodeId).collect());
+        tr.start(a, 1, Time(0), (1..=4).map(NodeId).collect());
+        tr.start(b, 2, Time(0), (1..=6).map(NodeId).collect());
         assert_eq!(tr.record(a, NodeId(1), Time(1), &ms), None, "2, 3 and 4 are alive and owe it");
         assert_eq!(tr.record(a, NodeId(2), Time(2), &ms), None);
         assert_eq!(tr.record(a, NodeId(3), Time(3), &ms), None);

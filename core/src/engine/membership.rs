@@ -2,6 +2,8 @@
 //! leaves, anti-entropy knocks), and what the engine does when a member
 //! comes up, goes down or restarts.
 
+use std::collections::BTreeMap;
+
 use rand::seq::IndexedRandom;
 
 use super::{Engine, Event};
@@ -9,6 +11,28 @@ use crate::id::NodeId;
 use crate::member::{Applied as MemberApplied, Member, MemberState};
 use crate::message::Message;
 use crate::time::Time;
+
+/// When each unreachable member went down (dead or left), so that one down
+/// for `forget_dead_after` can be forgotten. Oldest first.
+#[derive(Debug, Default)]
+pub(super) struct Downs {
+    since: BTreeMap<NodeId, Time>,
+}
+
+impl Downs {
+    fn down(&mut self, id: NodeId, now: Time) {
+        self.since.entry(id).or_insert(now);
+    }
+
+    fn up(&mut self, id: NodeId) {
+        self.since.remove(&id);
+    }
+
+    /// Members down since before `cutoff`.
+    fn due(&self, cutoff: Time) -> Vec<NodeId> {
+        self.since.iter().filter(|(_, t)| **t <= cutoff).map(|(id, _)| *id).collect()
+    }
+}
 
 impl Engine {
     pub(super) fn on_join(&mut self, now: Time, from: NodeId, member: Member) {
@@ -45,6 +69,14 @@ impl Engine {
             return;
         }
         let prev = self.members.get(m.id).map(|x| x.state);
+        // News that a member I do not know (never did, or forgot) is dead
+        // or gone tells me nothing to act on; taking it would bring a
+        // forgotten member back to be knocked on, each time a node that has
+        // not forgotten it yet passes the news on. Only a member that is
+        // up again is learned again (memberlist does the same).
+        if prev.is_none() && !m.state.is_reachable() {
+            return;
+        }
         let prev_boot = self.members.get(m.id).map(Member::boot);
         let moved = self.members.get(m.id).is_none_or(|x| x.profile.location != m.profile.location);
         match self.members.apply(m.clone()) {
@@ -63,6 +95,11 @@ impl Engine {
         }
         let was_up = prev.is_some_and(MemberState::is_reachable);
         let is_up = m.state.is_reachable();
+        if is_up {
+            self.downs.up(m.id);
+        } else {
+            self.downs.down(m.id, now);
+        }
         if is_up && !was_up {
             self.event(Event::MemberUp(m));
         } else if !is_up && was_up {
@@ -86,6 +123,33 @@ impl Engine {
         // The cache survives a dead member leaving for good.
         let Some(target) = self.members.get(id).filter(|m| m.state == MemberState::Dead).cloned() else { return };
         self.send(id, Message::Members { members: vec![self.me.clone(), target] });
+    }
+
+    /// Drops members down for `forget_dead_after` from the table: nothing
+    /// knocks on them any more. A member that was only cut off and comes
+    /// back is learned again from its own knocks or join, as news that it
+    /// is alive.
+    pub(super) fn forget_dead(&mut self, now: Time) {
+        if now.since(Time::ZERO) < self.cfg.forget_dead_after {
+            return;
+        }
+        // Members known dead from the start (configuration, a join's member
+        // list) never went down here: their time starts now.
+        if self.members.len() - self.members.reachable_count() > self.downs.since.len() {
+            for m in self.members.iter().filter(|m| !m.state.is_reachable()) {
+                self.downs.down(m.id, now);
+            }
+        }
+        let cutoff = now - self.cfg.forget_dead_after;
+        for id in self.downs.due(cutoff) {
+            self.downs.up(id);
+            if self.members.get(id).is_some_and(|m| !m.state.is_reachable()) {
+                self.members.forget(id);
+                self.swim.forget(id);
+                self.targets.invalidate();
+                self.stats.forgotten += 1;
+            }
+        }
     }
 
     /// Announces a graceful leave to every reachable member.

@@ -12,6 +12,7 @@ use crate::metrics::{report, Report};
 use crate::net::Net;
 use crate::scenario::{par_map, Strategy};
 use crate::world::run;
+use purgecast_core::Time;
 
 /// What one strategy did on one schedule.
 pub struct Run {
@@ -24,6 +25,28 @@ pub struct Run {
     pub refused: usize,
     /// Purges accepted by a restarted machine (on its new stream).
     pub after_restart: usize,
+    /// The origins' view: see [`StatusView`].
+    pub status: StatusView,
+    /// Live machines whose view still holds a machine dead for good long
+    /// after `forget_dead_after` (knocked on forever), as (viewer, dead).
+    pub unforgotten: Vec<(usize, usize)>,
+}
+
+/// What the origins report about their purges at the end of the run, as
+/// `purgectl status` shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatusView {
+    /// From the last fault until the last purge was reported complete by
+    /// its origin; None if some purge never was.
+    pub settle: Option<Duration>,
+    /// Purges whose origin never reported them complete.
+    pub incomplete: usize,
+    /// Purges whose origin, at the end, still lists a reachable member as
+    /// owing an apply.
+    pub pending: usize,
+    /// Purges checked: those whose origin stayed up from accepting them to
+    /// the end (a restart loses the tracker).
+    pub checked: usize,
 }
 
 pub fn run_schedule(s: &Schedule, strategy: Strategy, opts: &Options) -> Run {
@@ -41,7 +64,59 @@ pub fn run_schedule(s: &Schedule, strategy: Strategy, opts: &Options) -> Run {
     };
     let after_restart = (0..t.purges).filter(|i| restarted(*i)).count();
     let refused = t.refused.iter().filter(|r| **r).count();
-    Run { report, counters: p.counters.clone(), settle, refused, after_restart }
+    let status = status_view(s, &p, &t.refused);
+    let unforgotten = unforgotten(s, &p, t.end);
+    Run { report, counters: p.counters.clone(), settle, refused, after_restart, status, unforgotten }
+}
+
+fn status_view(s: &Schedule, p: &Engines, refused: &[bool]) -> StatusView {
+    let mut v = StatusView { settle: Some(Duration::ZERO), ..StatusView::default() };
+    for (i, spec) in s.wl.purges.iter().enumerate() {
+        let o = spec.origin;
+        if refused[i] || s.wl.downs(o).any(|d| d >= spec.at) {
+            continue;
+        }
+        let Some(st) = p.purge_id(i).and_then(|id| p.engine(o).status(id)) else { continue };
+        v.checked += 1;
+        if !st.pending.is_empty() {
+            v.pending += 1;
+        }
+        match st.completed {
+            Some(d) => {
+                let at = st.accepted + d;
+                let late = if at > s.quiet { at.since(s.quiet) } else { Duration::ZERO };
+                v.settle = v.settle.map(|w| w.max(late));
+            }
+            None => {
+                v.incomplete += 1;
+                v.settle = None;
+            }
+        }
+    }
+    v
+}
+
+/// Machines down for good since long enough to be forgotten (detection,
+/// then `forget_dead_after`, twice over for news of the death still in flight)
+/// must be gone from every live view.
+fn unforgotten(s: &Schedule, p: &Engines, end: Time) -> Vec<(usize, usize)> {
+    let cfg = &s.scn.config;
+    let detect = cfg.probe_interval * 3 + cfg.suspect_timeout;
+    let n = s.wl.crashed.len();
+    let gone = |m: usize| {
+        let down = if s.wl.crashed[m] { Some(Time::ZERO) } else { s.wl.crash_at[m] };
+        s.wl.restart_at[m].is_none() && down.is_some_and(|d| d + detect + cfg.forget_dead_after * 2 < end)
+    };
+    let mut out = Vec::new();
+    for dead in (0..n).filter(|m| gone(*m)) {
+        let id = p.engine(dead).id();
+        for viewer in (0..n).filter(|m| s.wl.is_live(*m)) {
+            if p.engine(viewer).members().get(id).is_some() {
+                out.push((viewer, dead));
+            }
+        }
+    }
+    out
 }
 
 /// The invariants, as one line per violation.
@@ -64,6 +139,32 @@ pub fn problems(s: &Schedule, r: &Run) -> Vec<String> {
         )),
         Some(_) => {}
     }
+    let st = &r.status;
+    match st.settle {
+        None => out.push(format!(
+            "{name}: {} of {} purges never reported complete by their origin",
+            st.incomplete, st.checked
+        )),
+        Some(d) if d > s.bound => out.push(format!(
+            "{name}: origins reported every purge complete {} ms after the last fault, bound {} ms",
+            d.as_millis(),
+            s.bound.as_millis()
+        )),
+        Some(_) => {}
+    }
+    if st.pending > 0 {
+        out.push(format!(
+            "{name}: {} of {} purges still list a reachable member as pending at the end",
+            st.pending, st.checked
+        ));
+    }
+    if let Some((viewer, dead)) = r.unforgotten.first() {
+        out.push(format!(
+            "{name}: {} views still hold machines dead for good (machine {viewer} knows {dead}) after forget_dead_after {} ms",
+            r.unforgotten.len(),
+            s.scn.config.forget_dead_after.as_millis()
+        ));
+    }
     if c.rejected > 0 || c.unknown > 0 || c.flushes > 0 {
         out.push(format!("{name}: engine counters {c:?}"));
     }
@@ -76,6 +177,9 @@ pub struct Checked {
     pub seed: u64,
     pub problems: Vec<String>,
     pub worst_settle: Option<Duration>,
+    /// Worst time from the last fault until every origin reported every
+    /// purge complete.
+    pub worst_status: Option<Duration>,
     /// Worst time from a partition's heal to full delivery (ms).
     pub worst_heal_ms: Option<f64>,
     pub events: u64,
@@ -89,6 +193,7 @@ impl Checked {
             seed,
             problems: Vec::new(),
             worst_settle: None,
+            worst_status: None,
             worst_heal_ms: None,
             events: 0,
             refused: 0,
@@ -107,6 +212,7 @@ pub fn check(seed: u64, opts: &Options) -> Checked {
         let r = run_schedule(&s, st, opts);
         c.problems.extend(problems(&s, &r));
         c.worst_settle = c.worst_settle.max(r.settle);
+        c.worst_status = c.worst_status.max(r.status.settle);
         for h in r.report.heal_to_full_ms.iter().flatten() {
             c.worst_heal_ms = Some(c.worst_heal_ms.map_or(*h, |w: f64| w.max(*h)));
         }
@@ -129,6 +235,7 @@ pub struct Summary {
     pub failures: Vec<Checked>,
     /// Worst settle time and its schedule.
     pub worst_settle: Option<(Duration, u64)>,
+    pub worst_status: Option<(Duration, u64)>,
     pub worst_heal_ms: Option<(f64, u64)>,
     pub events: u64,
     pub refused: usize,
@@ -141,6 +248,7 @@ pub fn fuzz(master: u64, n: usize, opts: &Options, threads: usize) -> Summary {
         schedules: n,
         failures: Vec::new(),
         worst_settle: None,
+        worst_status: None,
         worst_heal_ms: None,
         events: 0,
         refused: 0,
@@ -153,6 +261,11 @@ pub fn fuzz(master: u64, n: usize, opts: &Options, threads: usize) -> Summary {
         if let Some(d) = c.worst_settle {
             if sum.worst_settle.is_none_or(|(w, _)| d > w) {
                 sum.worst_settle = Some((d, c.seed));
+            }
+        }
+        if let Some(d) = c.worst_status {
+            if sum.worst_status.is_none_or(|(w, _)| d > w) {
+                sum.worst_status = Some((d, c.seed));
             }
         }
         if let Some(h) = c.worst_heal_ms {

@@ -36,6 +36,13 @@ pub fn summary_text(master: u64, sum: &Summary, opts: &Options) -> String {
             let _ = writeln!(s, "worst completion after the last fault: none completed");
         }
     }
+    if let Some((d, seed)) = sum.worst_status {
+        let _ = writeln!(
+            s,
+            "worst completion reported by the origins after the last fault: {} ms (schedule seed={seed})",
+            d.as_millis()
+        );
+    }
     if let Some((h, seed)) = sum.worst_heal_ms {
         let _ = writeln!(s, "worst full delivery after a partition heal: {h:.1} ms (schedule seed={seed})");
     }
@@ -69,6 +76,13 @@ pub fn replay_text(seed: u64, opts: &Options) -> anyhow::Result<(String, bool)> 
                 _ => continue,
             }
         };
+        let bounces: Vec<String> = wl
+            .bounces
+            .iter()
+            .filter(|b| b.machine == m)
+            .map(|b| format!("{:.0}-{:.0}", b.down.as_millis_f64(), b.up.as_millis_f64()))
+            .collect();
+        let state = if bounces.is_empty() { state } else { format!("down {} ms, then {state}", bounces.join(", ")) };
         let _ = writeln!(s, "machine {m} ({}): {state}", mach.name);
     }
     for p in &sch.scn.run.net.partitions {
@@ -76,6 +90,7 @@ pub fn replay_text(seed: u64, opts: &Options) -> anyhow::Result<(String, bool)> 
     }
     let origins: Vec<String> = wl.purges.iter().map(|p| format!("{}@{:.0}", p.origin, p.at.as_millis_f64())).collect();
     let _ = writeln!(s, "purges (origin@ms): {}", origins.join(" "));
+    let _ = writeln!(s, "dead members forgotten after {} ms", sch.scn.config.forget_dead_after.as_millis());
     let _ = writeln!(
         s,
         "last fault at {:.0} ms; delivery must be complete {} ms later",
@@ -88,11 +103,14 @@ pub fn replay_text(seed: u64, opts: &Options) -> anyhow::Result<(String, bool)> 
     for &st in &opts.strategies {
         let r = run_schedule(&sch, st, opts);
         let settle = r.settle.map_or("never".to_string(), |d| format!("{} ms", d.as_millis()));
+        let status = r.status.settle.map_or("never".to_string(), |d| format!("{} ms", d.as_millis()));
         let _ = writeln!(
             tail,
-            "{}: complete {settle} after the last fault; {} purges refused, {} accepted by restarted machines; \
+            "{}: complete {settle} after the last fault, reported complete by the origins {status} after it \
+             ({} purges checked); {} purges refused, {} accepted by restarted machines; \
              engine counters {:?}",
             st.name(),
+            r.status.checked,
             r.refused,
             r.after_restart,
             r.counters
