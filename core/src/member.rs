@@ -219,5 +219,13 @@ mod tests {
         assert_eq!(ms.reachable_count(), ms.reachable().count());
         assert_eq!(ms.unreachable_count(), 1);
         assert_eq!(ms.len(), 7);
+        // Forgetting the dead 4 keeps it counted as unreachable (old purges
+        // may still expect it), and it can be learned again.
+        assert!(ms.forget(NodeId(4)));
+        assert!(!ms.forget(NodeId(4)));
+        assert!(ms.get(NodeId(4)).is_none());
+        assert_eq!((ms.len(), ms.reachable_count(), ms.unreachable_count()), (6, 6, 1));
+        assert_eq!(ms.apply(m(4, 1, MemberState::Alive)), Applied::New);
+        assert_eq!(ms.reachable_count(), 7);
     }
 }

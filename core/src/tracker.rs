@@ -287,3 +287,131 @@ mod tests {
         assert_eq!(tr.record(b, NodeId(5), Time(30), &ms), Some(Duration::from_micros(30)), "6 is dead");
     }
 }
+
+#[cfg(test)]
+mod repair {
+    //! Completion that does not hang on a lost or never-sent ack.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::{Engine, Event, Output};
+    use crate::member::{Location, Member, MemberState, Profile};
+    use crate::message::Message;
+    use crate::purge::Mode;
+    use crate::selector::Selector;
+    use crate::Config;
+
+    fn member(i: u64) -> Member {
+        let profile = Profile {
+            name: format!("n{i}"),
+            peer_addr: format!("127.0.0.1:{}", 7000 + i),
+            api_addr: String::new(),
+            location: Location { pop: "p".into(), region: "r".into() },
+        };
+        Member::new(NodeId::from_name(&profile.name), profile)
+    }
+
+    fn engine(cfg: Config, i: u64, epoch: u64, peers: &[Member]) -> Engine {
+        let mut e = Engine::new(cfg, member(i), epoch, i, Time::ZERO);
+        for p in peers {
+            e.add_member(p.clone());
+        }
+        e
+    }
+
+    fn drain(e: &mut Engine) -> Vec<Output> {
+        std::iter::from_fn(|| e.poll_output()).collect()
+    }
+
+    fn completed(outs: &[Output]) -> Vec<PurgeId> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::Event(Event::PurgeComplete { id, .. }) => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn digests_credit_each_purge_once_from_where_the_last_one_stopped() {
+        let mut ms = Members::default();
+        for id in 1..=3 {
+            ms.apply(Member { incarnation: 1, ..Member::new(NodeId(id), Profile::default()) });
+        }
+        let mut tr = Tracker::default();
+        for seq in 1..=4 {
+            tr.start(PurgeId(seq.into()), seq, Time(0), vec![NodeId(1), NodeId(2)]);
+        }
+        tr.record(PurgeId(1), NodeId(1), Time(1), &ms);
+        assert_eq!(tr.covered(NodeId(2), 2, Time(5), &ms), vec![(PurgeId(1), Duration::from_micros(5))]);
+        assert_eq!(tr.covered(NodeId(1), 3, Time(6), &ms), vec![(PurgeId(2), Duration::from_micros(6))]);
+        assert_eq!(tr.covered(NodeId(1), 2, Time(7), &ms), vec![], "an older digest changes nothing");
+        assert_eq!(tr.covered(NodeId(2), 4, Time(8), &ms).len(), 1, "3 completes, 4 still owed by 1");
+        assert_eq!(tr.status(PurgeId(4), &ms).unwrap().pending, vec![NodeId(1)]);
+        // 3 was never expected: its digest shows up as an apply, nothing more.
+        tr.covered(NodeId(3), 4, Time(9), &ms);
+        assert!(tr.status(PurgeId(4), &ms).unwrap().applied.iter().any(|(n, _)| *n == NodeId(3)));
+    }
+
+    #[test]
+    fn owing_finds_a_reachable_debtor_past_purges_that_wait_on_the_dead() {
+        let mut ms = Members::default();
+        for id in 1..=3 {
+            ms.apply(Member { incarnation: 1, ..Member::new(NodeId(id), Profile::default()) });
+        }
+        ms.apply(Member { incarnation: 1, state: MemberState::Dead, ..Member::new(NodeId(4), Profile::default()) });
+        let mut tr = Tracker::default();
+        let grace = Duration::from_micros(100);
+        // Purges waiting only on the dead member 4 (and on me, 1), then one
+        // owed by 3.
+        for seq in 1..=40 {
+            tr.start(PurgeId(seq.into()), seq, Time(0), vec![NodeId(1), NodeId(4)]);
+        }
+        tr.start(PurgeId(41), 41, Time(0), vec![NodeId(1), NodeId(3)]);
+        assert_eq!(tr.owing(Time(50), grace, NodeId(1), &ms), None, "too young to chase");
+        let found: Vec<Option<NodeId>> = (0..3).map(|_| tr.owing(Time(200), grace, NodeId(1), &ms)).collect();
+        assert!(found.contains(&Some(NodeId(3))), "{found:?}");
+        tr.record(PurgeId(41), NodeId(3), Time(300), &ms);
+        assert!((0..3).all(|_| tr.owing(Time(400), grace, NodeId(1), &ms).is_none()));
+    }
+
+    /// The issue's case: a member applied a purge, crashed before its ack
+    /// left, restarted with the purge restored from its store and so never
+    /// acks it. The origin chases it, and the restarted member's digest
+    /// completes the purge.
+    #[test]
+    fn a_purge_applied_before_a_crash_completes_from_the_restarted_members_digest() {
+        let (o, k) = (member(1), member(2));
+        // No random anti-entropy peers: only the chase sends digests.
+        let mut origin = engine(Config { ae_peers: 0, ..Config::default() }, 1, 1, &[k.clone()]);
+        let purge = origin.originate(Time::ZERO, vec![Selector::url("https://a.example/x").unwrap()], Mode::Hard, 0);
+        let purge = purge.unwrap();
+        let outs = drain(&mut origin);
+        let push = outs.iter().find_map(|o| match o {
+            Output::Send { to, msg: Message::Push { purge, stage } } if *to == k.id => Some((purge.clone(), *stage)),
+            _ => None,
+        });
+        let (pushed, _) = push.expect("pushed to k");
+        origin.applied(Time::ZERO, purge.id, o.id);
+        assert_eq!(origin.status(purge.id).unwrap().pending, vec![k.id]);
+
+        // k applies it (to its store), then dies before acking; it comes
+        // back as a new process that restores the store.
+        let mut k2 = engine(Config::default(), 2, 2, &[o.clone()]);
+        k2.restore(Time::ZERO, pushed);
+
+        // Two anti-entropy periods later the origin asks k for a digest.
+        let later = Time::ZERO + Config::default().ae_interval * 5;
+        origin.handle_timeout(later);
+        let asked = drain(&mut origin).into_iter().any(
+            |out| matches!(out, Output::Send { to, msg: Message::Digest { reply: true, .. } } if to == k.id),
+        );
+        assert!(asked, "the origin chases the member that owes an ack");
+        let reply = Message::Digest { watermarks: k2.watermarks(), reply: false };
+        origin.handle_message(later, k.id, reply);
+        assert_eq!(completed(&drain(&mut origin)), vec![purge.id]);
+        let st = origin.status(purge.id).unwrap();
+        assert!(st.pending.is_empty() && st.completed.is_some(), "{st:?}");
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{generate, problems, run_schedule, Checked, Options, Summary};
+use super::{generate, problems, run_schedule, Checked, Options, Schedule, Summary};
 use crate::report::text;
 
 /// The FAIL lines of a failed schedule.
@@ -61,30 +61,7 @@ pub fn replay_text(seed: u64, opts: &Options) -> anyhow::Result<(String, bool)> 
     let _ =
         writeln!(s, "schedule seed={seed}{}", opts.inject.map_or(String::new(), |i| format!(" (inject {})", i.flag())));
     let wl = &sch.wl;
-    for (m, mach) in sch.scn.topo.machines.iter().enumerate() {
-        let state = if wl.crashed[m] {
-            match wl.restart_at[m] {
-                Some(r) => format!("dead from the start, joins at {:.0} ms", r.as_millis_f64()),
-                None => "dead from the start".to_string(),
-            }
-        } else {
-            match (wl.crash_at[m], wl.restart_at[m]) {
-                (Some(c), Some(r)) => {
-                    format!("crashes at {:.0} ms, restarts at {:.0} ms", c.as_millis_f64(), r.as_millis_f64())
-                }
-                (Some(c), None) => format!("crashes at {:.0} ms for good", c.as_millis_f64()),
-                _ => continue,
-            }
-        };
-        let bounces: Vec<String> = wl
-            .bounces
-            .iter()
-            .filter(|b| b.machine == m)
-            .map(|b| format!("{:.0}-{:.0}", b.down.as_millis_f64(), b.up.as_millis_f64()))
-            .collect();
-        let state = if bounces.is_empty() { state } else { format!("down {} ms, then {state}", bounces.join(", ")) };
-        let _ = writeln!(s, "machine {m} ({}): {state}", mach.name);
-    }
+    s.push_str(&machines_text(&sch));
     for p in &sch.scn.run.net.partitions {
         let _ = writeln!(s, "partition region={} from {:?} to {:?}", p.region, p.start, p.heal());
     }
@@ -130,4 +107,34 @@ pub fn replay_text(seed: u64, opts: &Options) -> anyhow::Result<(String, bool)> 
         s.push_str(&fail_text(&c, opts));
     }
     Ok((s, ok))
+}
+
+/// The machines a schedule crashes or restarts, one line each.
+fn machines_text(sch: &Schedule) -> String {
+    let (mut s, wl) = (String::new(), &sch.wl);
+    for (m, mach) in sch.scn.topo.machines.iter().enumerate() {
+        let state = if wl.crashed[m] {
+            match wl.restart_at[m] {
+                Some(r) => format!("dead from the start, joins at {:.0} ms", r.as_millis_f64()),
+                None => "dead from the start".to_string(),
+            }
+        } else {
+            match (wl.crash_at[m], wl.restart_at[m]) {
+                (Some(c), Some(r)) => {
+                    format!("crashes at {:.0} ms, restarts at {:.0} ms", c.as_millis_f64(), r.as_millis_f64())
+                }
+                (Some(c), None) => format!("crashes at {:.0} ms for good", c.as_millis_f64()),
+                _ => continue,
+            }
+        };
+        let bounces: Vec<String> = wl
+            .bounces
+            .iter()
+            .filter(|b| b.machine == m)
+            .map(|b| format!("{:.0}-{:.0}", b.down.as_millis_f64(), b.up.as_millis_f64()))
+            .collect();
+        let state = if bounces.is_empty() { state } else { format!("down {} ms, then {state}", bounces.join(", ")) };
+        let _ = writeln!(s, "machine {m} ({}): {state}", mach.name);
+    }
+    s
 }
