@@ -404,9 +404,9 @@ mod repair {
         // Two anti-entropy periods later the origin asks k for a digest.
         let later = Time::ZERO + Config::default().ae_interval * 5;
         origin.handle_timeout(later);
-        let asked = drain(&mut origin).into_iter().any(
-            |out| matches!(out, Output::Send { to, msg: Message::Digest { reply: true, .. } } if to == k.id),
-        );
+        let asked = drain(&mut origin)
+            .into_iter()
+            .any(|out| matches!(out, Output::Send { to, msg: Message::Digest { reply: true, .. } } if to == k.id));
         assert!(asked, "the origin chases the member that owes an ack");
         let reply = Message::Digest { watermarks: k2.watermarks(), reply: false };
         origin.handle_message(later, k.id, reply);

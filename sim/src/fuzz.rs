@@ -24,7 +24,7 @@ use crate::workload::{Bounce, Workload};
 mod check;
 mod text;
 
-pub use check::{check, fuzz, problems, run_schedule, seeds, Checked, Run, Summary};
+pub use check::{check, fuzz, problems, run_schedule, seeds, Checked, Run, StatusView, Summary};
 pub use text::{fail_text, replay_text, summary_text};
 
 #[derive(Debug, Args)]
@@ -195,14 +195,6 @@ fn draw_common(rng: &mut StdRng, seed: u64, opts: &Options) -> anyhow::Result<(C
     let horizon = (warmup + interval * purges as u32 + Duration::from_secs(1)).as_millis() as u64;
     let partition = draw_partitions(rng, &topo, horizon);
     let mut common = Common {
-        seed,
-        pops,
-        machines_per_pop: per_pop,
-        inflation: 1.5,
-        jitter: Jitter::Fraction(0.05),
-        intra_us: 200,
-        proc_us: 20,
-        send_us: 0,
         loss,
         loss_model,
         crashed,
@@ -211,6 +203,34 @@ fn draw_common(rng: &mut StdRng, seed: u64, opts: &Options) -> anyhow::Result<(C
         purges,
         interval,
         warmup,
+        ..base_common(seed, pops, per_pop)
+    };
+    if opts.vary_config {
+        vary_config(&mut common, seed);
+    }
+    Ok((common, horizon))
+}
+
+/// The fixed part of every schedule: a world map of `pops` x `per_pop`, no
+/// faults, default protocol parameters.
+fn base_common(seed: u64, pops: usize, per_pop: usize) -> Common {
+    Common {
+        seed,
+        pops,
+        machines_per_pop: per_pop,
+        inflation: 1.5,
+        jitter: Jitter::Fraction(0.05),
+        intra_us: 200,
+        proc_us: 20,
+        send_us: 0,
+        loss: 0.0,
+        loss_model: LossArg::Quic,
+        crashed: 0.0,
+        crash_during: 0.0,
+        partition: Vec::new(),
+        purges: 1,
+        interval: Duration::from_millis(10),
+        warmup: Duration::from_secs(1),
         max_time: Duration::from_secs(120),
         tail: Duration::from_millis(200),
         core_city: "Ashburn".into(),
@@ -223,11 +243,40 @@ fn draw_common(rng: &mut StdRng, seed: u64, opts: &Options) -> anyhow::Result<(C
         suspect_timeout: None,
         piggyback_max: None,
         threads: 1,
-    };
-    if opts.vary_config {
-        vary_config(&mut common, seed);
     }
-    Ok((common, horizon))
+}
+
+/// Issue 10's repro as a schedule: `nodes` machines in one PoP, `purges`
+/// purges `interval` apart from the first `origins` machines in turn; the
+/// last `killed` crash at a third of the purges and restart at two thirds.
+/// Messages are dropped with probability `loss` and never retransmitted:
+/// the simulator's stand-in for what a killed process or a cut connection
+/// loses (frames queued for a peer, an ack for a purge just applied).
+pub fn restart_storm(
+    nodes: usize,
+    purges: usize,
+    interval: Duration,
+    origins: usize,
+    killed: usize,
+    loss: f64,
+) -> anyhow::Result<Schedule> {
+    let common = Common { purges, interval, loss, loss_model: LossArg::Drop, ..base_common(1, 1, nodes) };
+    let (mut scn, echo) = common.scenario()?;
+    let mut wl = scn.workload();
+    for (i, p) in wl.purges.iter_mut().enumerate() {
+        p.origin = i % origins.max(1);
+    }
+    let at = |k: usize| wl.purges.get(k).map_or(Time::ZERO, |p| p.at);
+    let (down, up) = (at(purges / 3), at(purges * 2 / 3));
+    for m in nodes.saturating_sub(killed)..nodes {
+        wl.crash_at[m] = Some(down);
+        wl.restart_at[m] = Some(up);
+    }
+    let quiet = wl.purges.iter().map(|p| p.at).max().unwrap_or(Time::ZERO).max(up);
+    let bound = settle_bound(&scn.config, Duration::from_millis(1));
+    scn.run.max_time = quiet.since(Time::ZERO) + bound * 3;
+    scn.run.tail = quiet.since(Time::ZERO) + bound;
+    Ok(Schedule { seed: 1, scn, wl, echo, quiet, bound })
 }
 
 fn draw_partitions(rng: &mut StdRng, topo: &Topology, horizon: u64) -> Vec<Partition> {

@@ -25,6 +25,9 @@ pub struct Run {
     pub refused: usize,
     /// Purges accepted by a restarted machine (on its new stream).
     pub after_restart: usize,
+    /// Dead members dropped from views (`forget_dead_after`), over the
+    /// engines up at the end.
+    pub forgotten: u64,
     /// The origins' view: see [`StatusView`].
     pub status: StatusView,
     /// Live machines whose view still holds a machine dead for good long
@@ -66,7 +69,8 @@ pub fn run_schedule(s: &Schedule, strategy: Strategy, opts: &Options) -> Run {
     let refused = t.refused.iter().filter(|r| **r).count();
     let status = status_view(s, &p, &t.refused);
     let unforgotten = unforgotten(s, &p, t.end);
-    Run { report, counters: p.counters.clone(), settle, refused, after_restart, status, unforgotten }
+    let forgotten = (0..s.wl.crashed.len()).map(|m| p.engine(m).stats().forgotten).sum();
+    Run { report, counters: p.counters.clone(), settle, refused, after_restart, forgotten, status, unforgotten }
 }
 
 fn status_view(s: &Schedule, p: &Engines, refused: &[bool]) -> StatusView {
@@ -185,6 +189,7 @@ pub struct Checked {
     pub events: u64,
     pub refused: usize,
     pub after_restart: usize,
+    pub forgotten: u64,
 }
 
 impl Checked {
@@ -198,6 +203,7 @@ impl Checked {
             events: 0,
             refused: 0,
             after_restart: 0,
+            forgotten: 0,
         }
     }
 }
@@ -219,6 +225,7 @@ pub fn check(seed: u64, opts: &Options) -> Checked {
         c.events += r.report.events;
         c.refused += r.refused;
         c.after_restart += r.after_restart;
+        c.forgotten += r.forgotten;
     }
     c
 }
@@ -240,6 +247,7 @@ pub struct Summary {
     pub events: u64,
     pub refused: usize,
     pub after_restart: usize,
+    pub forgotten: u64,
 }
 
 pub fn fuzz(master: u64, n: usize, opts: &Options, threads: usize) -> Summary {
@@ -253,11 +261,13 @@ pub fn fuzz(master: u64, n: usize, opts: &Options, threads: usize) -> Summary {
         events: 0,
         refused: 0,
         after_restart: 0,
+        forgotten: 0,
     };
     for c in all {
         sum.events += c.events;
         sum.refused += c.refused;
         sum.after_restart += c.after_restart;
+        sum.forgotten += c.forgotten;
         if let Some(d) = c.worst_settle {
             if sum.worst_settle.is_none_or(|(w, _)| d > w) {
                 sum.worst_settle = Some((d, c.seed));

@@ -48,8 +48,9 @@ pub fn summary_text(master: u64, sum: &Summary, opts: &Options) -> String {
     }
     let _ = writeln!(
         s,
-        "{} events simulated; purges refused by a down or unjoined origin: {}; accepted by restarted machines: {}",
-        sum.events, sum.refused, sum.after_restart
+        "{} events simulated; purges refused by a down or unjoined origin: {}; accepted by restarted machines: {}; \
+         dead members forgotten: {}",
+        sum.events, sum.refused, sum.after_restart, sum.forgotten
     );
     s
 }
