@@ -279,6 +279,9 @@ impl Engine {
                 // dead too (see `reconnect`): my piggybacked refutation would
                 // never reach it, so answer it directly.
                 let refute = members.iter().any(|m| m.id == self.me.id && m.state != MemberState::Alive);
+                if members.iter().any(|m| m.id == from) {
+                    self.members.heard_from(from);
+                }
                 for m in members {
                     self.learn(now, m);
                 }

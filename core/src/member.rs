@@ -1,5 +1,6 @@
 //! Cluster members and the local view of them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::id::NodeId;
@@ -107,6 +108,10 @@ pub struct Members {
     unreachable: usize,
     /// How many were forgotten: see [`Members::unreachable_count`].
     forgotten: usize,
+    /// The incarnation each forgotten member was forgotten at: news about it
+    /// no newer than that is stale (it would bring back a member long dead,
+    /// each time a node passes on what it heard before the death).
+    gone: BTreeMap<NodeId, u64>,
 }
 
 impl Members {
@@ -139,7 +144,9 @@ impl Members {
             _ => self.find(m.id),
         };
         match at {
+            Err(_) if self.gone.get(&m.id).is_some_and(|inc| m.incarnation <= *inc) => Applied::Stale,
             Err(i) => {
+                self.gone.remove(&m.id);
                 self.unreachable += usize::from(!m.state.is_reachable());
                 self.by_id.insert(i, m);
                 Applied::New
@@ -172,13 +179,21 @@ impl Members {
         self.unreachable + self.forgotten
     }
 
-    /// Drops a member from the table; true if it was there.
+    /// Drops a member from the table, remembering its incarnation; true if
+    /// it was there.
     pub fn forget(&mut self, id: NodeId) -> bool {
         let Ok(i) = self.find(id) else { return false };
         let m = self.by_id.remove(i);
         self.unreachable -= usize::from(!m.state.is_reachable());
         self.forgotten += 1;
+        self.gone.insert(id, m.incarnation);
         true
+    }
+
+    /// The member itself says it is up: whatever incarnation it speaks
+    /// with, news from it is not stale, so drop what was remembered.
+    pub fn heard_from(&mut self, id: NodeId) {
+        self.gone.remove(&id);
     }
 }
 
@@ -225,6 +240,7 @@ mod tests {
         assert!(!ms.forget(NodeId(4)));
         assert!(ms.get(NodeId(4)).is_none());
         assert_eq!((ms.len(), ms.reachable_count(), ms.unreachable_count()), (6, 6, 1));
+        assert_eq!(ms.apply(m(4, 0, MemberState::Alive)), Applied::Stale, "news from before it was forgotten");
         assert_eq!(ms.apply(m(4, 1, MemberState::Alive)), Applied::New);
         assert_eq!(ms.reachable_count(), 7);
     }

@@ -384,7 +384,7 @@ mod repair {
     fn a_purge_applied_before_a_crash_completes_from_the_restarted_members_digest() {
         let (o, k) = (member(1), member(2));
         // No random anti-entropy peers: only the chase sends digests.
-        let mut origin = engine(Config { ae_peers: 0, ..Config::default() }, 1, 1, &[k.clone()]);
+        let mut origin = engine(Config { ae_peers: 0, ..Config::default() }, 1, 1, std::slice::from_ref(&k));
         let purge = origin.originate(Time::ZERO, vec![Selector::url("https://a.example/x").unwrap()], Mode::Hard, 0);
         let purge = purge.unwrap();
         let outs = drain(&mut origin);
@@ -398,7 +398,7 @@ mod repair {
 
         // k applies it (to its store), then dies before acking; it comes
         // back as a new process that restores the store.
-        let mut k2 = engine(Config::default(), 2, 2, &[o.clone()]);
+        let mut k2 = engine(Config::default(), 2, 2, std::slice::from_ref(&o));
         k2.restore(Time::ZERO, pushed);
 
         // Two anti-entropy periods later the origin asks k for a digest.

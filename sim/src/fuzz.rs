@@ -125,6 +125,15 @@ pub fn settle_bound(cfg: &Config, max_one_way: Duration) -> Duration {
     join + swim + ae + max_one_way * 16
 }
 
+/// How long a view may take to find a silent member dead by its own
+/// probes alone, without news from others: SWIM's round-robin probes every
+/// member within two rounds of `n` periods, then the indirect phase and the
+/// suspicion timeout. News of deaths usually comes much sooner, but a node
+/// that forgot a member no longer passes on news about it.
+pub(crate) fn detect_alone(cfg: &Config, n: usize) -> Duration {
+    cfg.probe_interval * (2 * n as u32 + 3) + cfg.suspect_timeout
+}
+
 fn ms(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
     Duration::from_millis(rng.random_range(lo..=hi))
 }
@@ -142,7 +151,8 @@ pub fn generate(seed: u64, opts: &Options) -> anyhow::Result<Schedule> {
     let mut more = StdRng::seed_from_u64(seed ^ 0x626f_756e_6365);
     draw_bounces(&mut more, &mut wl, horizon);
     draw_origins(&mut rng, &mut wl);
-    if let Some(f) = draw_forget(&mut more, &scn) {
+    let forget = draw_forget(&mut more, &scn);
+    if let Some(f) = forget {
         scn.config.forget_dead_after = f;
     }
 
@@ -161,6 +171,14 @@ pub fn generate(seed: u64, opts: &Options) -> anyhow::Result<Schedule> {
     // origins' completion status has time to converge.
     scn.run.max_time = quiet.since(Time::ZERO) + bound * 3;
     scn.run.tail = quiet.since(Time::ZERO) + bound;
+    if let Some(f) = forget {
+        // Long enough for every view to forget the machines dead for good
+        // (see `check::unforgotten`).
+        let last_down = wl.crash_at.iter().flatten().max().map_or(Duration::ZERO, |t| t.since(Time::ZERO));
+        let forgotten = last_down + detect_alone(&scn.config, wl.crashed.len()) + f * 2 + Duration::from_secs(1);
+        scn.run.tail = scn.run.tail.max(forgotten);
+        scn.run.max_time = scn.run.max_time.max(forgotten * 2);
+    }
     if opts.inject == Some(Inject::NeverHeal) {
         never_heal(&mut scn);
     }

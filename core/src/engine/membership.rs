@@ -39,6 +39,7 @@ impl Engine {
         if member.id != from {
             return self.reject(from, "join", "joins on behalf of another node".into());
         }
+        self.members.heard_from(from);
         self.learn(now, member.clone());
         let all: Vec<Member> = self.members.iter().cloned().collect();
         self.send(from, Message::Members { members: all });
@@ -243,9 +244,11 @@ mod tests {
         assert_eq!(e.stats().forgotten, 1);
         assert_eq!(tick(&mut e, Duration::from_secs(21), Duration::from_secs(40), b.id), 0, "and no longer knocked on");
 
-        // Stale news of its death, still in flight, does not bring it back.
+        // Stale news, still in flight, of its death or of it alive before
+        // it died, does not bring it back.
         let now = Time::ZERO + Duration::from_secs(41);
-        e.handle_message(now, c.id, Message::Members { members: vec![dead] });
+        let before = Member { state: MemberState::Alive, ..dead.clone() };
+        e.handle_message(now, c.id, Message::Members { members: vec![dead, before] });
         assert!(e.members().get(b.id).is_none());
 
         // It comes back (a new boot epoch) and joins: learned again, and
@@ -266,7 +269,9 @@ mod tests {
         e.add_member(Member { state: MemberState::Dead, incarnation: 3, ..b.clone() });
         tick(&mut e, Duration::ZERO, Duration::from_secs(3), b.id);
         assert!(e.members().get(b.id).is_none());
-        let knock = vec![Member { incarnation: 4, ..b.clone() }, Member { state: MemberState::Dead, ..a.clone() }];
+        // At the incarnation it was declared dead at: it never heard of its
+        // death. Stale from anyone else, but it speaks for itself.
+        let knock = vec![Member { incarnation: 3, ..b.clone() }, Member { state: MemberState::Dead, ..a.clone() }];
         e.handle_message(Time::ZERO + Duration::from_secs(4), b.id, Message::Members { members: knock });
         assert!(e.members().get(b.id).is_some_and(|m| m.state == MemberState::Alive));
         assert!(sends_to(&mut e, b.id) > 0, "and my refutation goes straight back");

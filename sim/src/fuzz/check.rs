@@ -1,5 +1,6 @@
 //! Running a schedule and checking the invariants; many in parallel.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use purgecast_core::{Config, Strategy as CoreStrategy};
@@ -12,7 +13,7 @@ use crate::metrics::{report, Report};
 use crate::net::Net;
 use crate::scenario::{par_map, Strategy};
 use crate::world::run;
-use purgecast_core::Time;
+use purgecast_core::{NodeId, Time};
 
 /// What one strategy did on one schedule.
 pub struct Run {
@@ -40,13 +41,18 @@ pub struct Run {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StatusView {
     /// From the last fault until the last purge was reported complete by
-    /// its origin; None if some purge never was.
+    /// its origin from acks and digests (not by declaring a member dead);
+    /// None if some purge owed by a machine that is up never was.
     pub settle: Option<Duration>,
-    /// Purges whose origin never reported them complete.
+    /// Purges whose origin never reported them complete while a machine
+    /// that is up owes them.
     pub incomplete: usize,
-    /// Purges whose origin, at the end, still lists a reachable member as
+    /// Purges whose origin, at the end, still lists a machine that is up as
     /// owing an apply.
     pub pending: usize,
+    /// Purges whose origin, at the end, still waits only on machines down
+    /// for good that it has not heard are dead (slow failure detection).
+    pub undetected: usize,
     /// Purges checked: those whose origin stayed up from accepting them to
     /// the end (a restart loses the tracker).
     pub checked: usize,
@@ -75,6 +81,11 @@ pub fn run_schedule(s: &Schedule, strategy: Strategy, opts: &Options) -> Run {
 
 fn status_view(s: &Schedule, p: &Engines, refused: &[bool]) -> StatusView {
     let mut v = StatusView { settle: Some(Duration::ZERO), ..StatusView::default() };
+    let n = s.wl.crashed.len();
+    let machine: BTreeMap<NodeId, usize> = (0..n).map(|m| (p.engine(m).id(), m)).collect();
+    // Pending on a machine that is down for good only means the origin has
+    // not heard of its death yet: failure detection, not acks.
+    let up = |id: &NodeId| machine.get(id).is_some_and(|m| s.wl.is_live(*m));
     for (i, spec) in s.wl.purges.iter().enumerate() {
         let o = spec.origin;
         if refused[i] || s.wl.downs(o).any(|d| d >= spec.at) {
@@ -82,19 +93,22 @@ fn status_view(s: &Schedule, p: &Engines, refused: &[bool]) -> StatusView {
         }
         let Some(st) = p.purge_id(i).and_then(|id| p.engine(o).status(id)) else { continue };
         v.checked += 1;
-        if !st.pending.is_empty() {
-            v.pending += 1;
-        }
+        let owed_by_up = st.pending.iter().any(up);
+        v.pending += usize::from(owed_by_up);
+        v.undetected += usize::from(!st.pending.is_empty() && !owed_by_up);
         match st.completed {
+            // Completed by a death verdict: as late as failure detection.
+            Some(_) if !st.dead.is_empty() => {}
             Some(d) => {
                 let at = st.accepted + d;
                 let late = if at > s.quiet { at.since(s.quiet) } else { Duration::ZERO };
                 v.settle = v.settle.map(|w| w.max(late));
             }
-            None => {
+            None if owed_by_up => {
                 v.incomplete += 1;
                 v.settle = None;
             }
+            None => {}
         }
     }
     v
@@ -105,8 +119,8 @@ fn status_view(s: &Schedule, p: &Engines, refused: &[bool]) -> StatusView {
 /// must be gone from every live view.
 fn unforgotten(s: &Schedule, p: &Engines, end: Time) -> Vec<(usize, usize)> {
     let cfg = &s.scn.config;
-    let detect = cfg.probe_interval * 3 + cfg.suspect_timeout;
     let n = s.wl.crashed.len();
+    let detect = super::detect_alone(cfg, n);
     let gone = |m: usize| {
         let down = if s.wl.crashed[m] { Some(Time::ZERO) } else { s.wl.crash_at[m] };
         s.wl.restart_at[m].is_none() && down.is_some_and(|d| d + detect + cfg.forget_dead_after * 2 < end)
@@ -146,7 +160,7 @@ pub fn problems(s: &Schedule, r: &Run) -> Vec<String> {
     let st = &r.status;
     match st.settle {
         None => out.push(format!(
-            "{name}: {} of {} purges never reported complete by their origin",
+            "{name}: {} of {} purges owed by machines that are up never reported complete by their origin",
             st.incomplete, st.checked
         )),
         Some(d) if d > s.bound => out.push(format!(
