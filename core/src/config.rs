@@ -67,9 +67,13 @@ pub struct Config {
     /// How long a suspect has to refute before it is declared dead.
     #[serde(with = "human")]
     pub suspect_timeout: Duration,
-    /// Dead members are forgotten after this long.
+    /// A member dead (or gone) this long is dropped from the member table,
+    /// so nothing knocks on it any more (see `reconnect`); if it comes
+    /// back, its join or its own knocks teach the cluster of it again. As
+    /// long as purge retention: a member down longer has to flush its index
+    /// anyway.
     #[serde(with = "human")]
-    pub dead_forget: Duration,
+    pub forget_dead_after: Duration,
     /// Membership updates piggybacked on each probe message.
     pub piggyback_max: usize,
 }
@@ -100,7 +104,9 @@ impl Default for Config {
             probe_timeout: Duration::from_millis(600),
             probe_helpers: 3,
             suspect_timeout: Duration::from_secs(2),
-            dead_forget: Duration::from_secs(3600),
+            // Serf's reconnect_timeout; a partition longer than this on both
+            // sides splits the cluster until a node restarts or rejoins.
+            forget_dead_after: Duration::from_secs(24 * 3600),
             piggyback_max: 8,
         }
     }

@@ -50,6 +50,8 @@ pub struct Engine {
     /// Seeds to knock on while alone, and when to knock next.
     seeds: Vec<Seed>,
     join_at: Option<Time>,
+    /// When each member that is down went down, to forget it.
+    downs: membership::Downs,
     stats: Stats,
 }
 
@@ -81,6 +83,7 @@ impl Engine {
             next_ae: now + Duration::from_micros(ae_jitter),
             seeds: Vec::new(),
             join_at: None,
+            downs: membership::Downs::default(),
             out: VecDeque::new(),
             stats: Stats::default(),
             rng,
@@ -210,7 +213,7 @@ impl Engine {
         let shared = Arc::new(purge.clone());
         self.seen.insert(now, &shared);
         let expected: Vec<NodeId> = self.members.reachable().map(|m| m.id).collect();
-        self.tracker.start(purge.id, now, expected);
+        self.tracker.start(purge.id, purge.seq, now, expected);
         self.stats.originated += 1;
         self.spread_from_origin(&shared);
         self.apply(shared);
@@ -260,7 +263,10 @@ impl Engine {
                     self.reject(from, "applied", "acknowledges for another node".into());
                 }
             }
-            Message::Digest { watermarks, reply } => self.on_digest(from, &watermarks, reply),
+            Message::Digest { watermarks, reply } => {
+                self.credit_digest(now, from, &watermarks);
+                self.on_digest(from, &watermarks, reply);
+            }
             Message::Catchup { purges, expired } => self.on_catchup(now, from, purges, expired),
             Message::Join { member } => self.on_join(now, from, member),
             Message::Members { members } => {
@@ -268,6 +274,9 @@ impl Engine {
                 // dead too (see `reconnect`): my piggybacked refutation would
                 // never reach it, so answer it directly.
                 let refute = members.iter().any(|m| m.id == self.me.id && m.state != MemberState::Alive);
+                if members.iter().any(|m| m.id == from) {
+                    self.members.heard_from(from);
+                }
                 for m in members {
                     self.learn(now, m);
                 }
@@ -412,6 +421,29 @@ impl Engine {
         }
     }
 
+    /// A digest's watermark for my stream is an ack of every purge up to it
+    /// (see `Tracker`).
+    fn credit_digest(&mut self, now: Time, from: NodeId, theirs: &[Watermark]) {
+        let Ok(i) = theirs.binary_search_by_key(&self.stream, |w| w.stream) else { return };
+        for (id, after) in self.tracker.covered(from, theirs[i].seq, now, &self.members) {
+            self.stats.completed += 1;
+            self.event(Event::PurgeComplete { id, after });
+        }
+    }
+
+    /// Acks can be lost (a connection cut by a restart or a death verdict)
+    /// or never sent (applied just before a crash, restored after it). So
+    /// when a reachable member still owes one after two anti-entropy
+    /// periods, it is sent a digest asking for its own: its watermark
+    /// settles what it has, and each side catches up on what it lacks.
+    fn ask_owing(&mut self, now: Time) {
+        let grace = self.cfg.ae_interval * 2;
+        if let Some(id) = self.tracker.owing(now, grace, self.me.id, &self.members) {
+            let watermarks = self.seen.watermarks();
+            self.send(id, Message::Digest { watermarks, reply: true });
+        }
+    }
+
     fn on_catchup(&mut self, now: Time, from: NodeId, purges: Vec<Arc<Purge>>, expired: Vec<Watermark>) {
         for w in expired {
             if self.seen.watermark(w.stream) < w.seq {
@@ -450,7 +482,9 @@ impl Engine {
         if now >= self.next_ae {
             self.next_ae = now + self.cfg.ae_interval;
             self.anti_entropy_round();
+            self.ask_owing(now);
             self.reconnect();
+            self.forget_dead(now);
             self.seen.prune(now, self.cfg.retention, self.cfg.retention_max_purges);
             self.tracker.prune(now, self.cfg.track_for, self.cfg.track_max);
         }

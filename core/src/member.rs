@@ -1,5 +1,6 @@
 //! Cluster members and the local view of them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::id::NodeId;
@@ -119,6 +120,12 @@ pub struct Members {
     by_id: Vec<Member>,
     /// How many are neither alive nor suspect.
     unreachable: usize,
+    /// How many were forgotten: see [`Members::unreachable_count`].
+    forgotten: usize,
+    /// The incarnation each forgotten member was forgotten at: news about it
+    /// no newer than that is stale (it would bring back a member long dead,
+    /// each time a node passes on what it heard before the death).
+    gone: BTreeMap<NodeId, u64>,
 }
 
 impl Members {
@@ -155,7 +162,9 @@ impl Members {
             _ => self.find(m.id),
         };
         match at {
+            Err(_) if self.gone.get(&m.id).is_some_and(|inc| m.incarnation <= *inc) => Merge::Stale,
             Err(i) => {
+                self.gone.remove(&m.id);
                 self.unreachable += usize::from(!m.state.is_reachable());
                 self.by_id.insert(i, m);
                 Merge::New
@@ -183,9 +192,28 @@ impl Members {
         self.by_id.len() - self.unreachable
     }
 
-    /// Number of dead or left members.
+    /// Members that are not reachable, counting those forgotten (ever,
+    /// even if learned again since): an upper bound on how many members an
+    /// old purge's expected set may hold that are not reachable now.
     pub fn unreachable_count(&self) -> usize {
-        self.unreachable
+        self.unreachable + self.forgotten
+    }
+
+    /// Drops a member from the table, remembering its incarnation; true if
+    /// it was there.
+    pub fn forget(&mut self, id: NodeId) -> bool {
+        let Ok(i) = self.find(id) else { return false };
+        let m = self.by_id.remove(i);
+        self.unreachable -= usize::from(!m.state.is_reachable());
+        self.forgotten += 1;
+        self.gone.insert(id, m.incarnation);
+        true
+    }
+
+    /// The member itself says it is up: whatever incarnation it speaks
+    /// with, news from it is not stale, so drop what was remembered.
+    pub fn heard_from(&mut self, id: NodeId) {
+        self.gone.remove(&id);
     }
 }
 
@@ -230,5 +258,14 @@ mod tests {
         assert_eq!(ms.reachable_count(), ms.reachable().count());
         assert_eq!(ms.unreachable_count(), 1);
         assert_eq!(ms.len(), 7);
+        // Forgetting the dead 4 keeps it counted as unreachable (old purges
+        // may still expect it), and it can be learned again.
+        assert!(ms.forget(NodeId(4)));
+        assert!(!ms.forget(NodeId(4)));
+        assert!(ms.get(NodeId(4)).is_none());
+        assert_eq!((ms.len(), ms.reachable_count(), ms.unreachable_count()), (6, 6, 1));
+        assert_eq!(ms.merge(m(4, 0, MemberState::Alive)), Merge::Stale, "news from before it was forgotten");
+        assert_eq!(ms.merge(m(4, 1, MemberState::Alive)), Merge::New);
+        assert_eq!(ms.reachable_count(), 7);
     }
 }

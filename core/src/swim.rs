@@ -100,6 +100,13 @@ impl Swim {
         self.news.push_back((m, times));
     }
 
+    /// Drops what is queued about a member the engine forgot.
+    pub fn forget(&mut self, id: NodeId) {
+        self.news.retain(|(m, _)| m.id != id);
+        self.suspects.remove(&id);
+        self.order.retain(|x| *x != id);
+    }
+
     fn updates(&mut self) -> Vec<Member> {
         let mut out = Vec::new();
         let n = self.news.len().min(self.piggyback_max);

@@ -1,5 +1,11 @@
 //! Completion tracking for purges this node originated: who was expected
 //! to apply each one, who has, and how long each took.
+//!
+//! A member tells the origin twice that it has a purge: by an ack when it
+//! applies it, and by every anti-entropy digest it sends the origin
+//! afterwards (its watermark for the origin's stream covers the purge's
+//! seq). Acks are fast; digests repair a lost ack, or one a member never
+//! sent because it had applied the purge just before a crash.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -50,19 +56,71 @@ pub struct PurgeStatus {
 #[derive(Debug, Default)]
 pub struct Tracker {
     by_id: BTreeMap<PurgeId, Tracked>,
-    order: VecDeque<PurgeId>,
+    /// In origination order, which is seq order.
+    order: VecDeque<(u64, PurgeId)>,
+    /// Per member, the highest watermark of this run's stream already
+    /// credited (see [`Tracker::covered`]).
+    credited: BTreeMap<NodeId, u64>,
+    /// Where the search for a member owing acks resumes (a seq).
+    cursor: u64,
 }
 
+/// How many tracked purges one call of [`Tracker::owing`] looks at.
+const OWING_SCAN: usize = 32;
+
 impl Tracker {
-    /// `expected`: the members that should apply it, in any order.
-    pub fn start(&mut self, id: PurgeId, now: Time, mut expected: Vec<NodeId>) {
+    /// `expected`: the members that should apply it, in any order. `seq`
+    /// grows with every call (one stream per run).
+    pub fn start(&mut self, id: PurgeId, seq: u64, now: Time, mut expected: Vec<NodeId>) {
         expected.sort_unstable();
         expected.dedup();
         let done = vec![None; expected.len()];
         let left = expected.len();
         let t = Tracked { accepted: now, expected, done, left, rest: None, extra: BTreeMap::new(), completed: None };
         self.by_id.insert(id, t);
-        self.order.push_back(id);
+        self.order.push_back((seq, id));
+    }
+
+    /// `node`'s digest says it has every purge of this run's stream up to
+    /// `seq`: records an apply by it of each tracked one it had not been
+    /// credited with yet. Returns those this completed.
+    pub fn covered(&mut self, node: NodeId, seq: u64, now: Time, members: &Members) -> Vec<(PurgeId, Duration)> {
+        let from = self.credited.get(&node).copied().unwrap_or(0);
+        if seq <= from {
+            return Vec::new();
+        }
+        self.credited.insert(node, seq);
+        let start = self.order.partition_point(|(s, _)| *s <= from);
+        let ids: Vec<PurgeId> = self.order.range(start..).take_while(|(s, _)| *s <= seq).map(|(_, id)| *id).collect();
+        ids.into_iter().filter_map(|id| self.record(id, node, now, members).map(|d| (id, d))).collect()
+    }
+
+    /// A reachable member that owes an apply of a purge accepted at least
+    /// `grace` ago, if one is found among the next few tracked purges: the
+    /// origin asks it for a digest. The search resumes where it stopped, so
+    /// purges waiting only on dead members do not hide the others.
+    pub fn owing(&mut self, now: Time, grace: Duration, me: NodeId, members: &Members) -> Option<NodeId> {
+        let start = self.order.partition_point(|(s, _)| *s <= self.cursor);
+        let n = self.order.len();
+        for k in 0..OWING_SCAN.min(n) {
+            let (seq, id) = self.order[(start + k) % n];
+            let Some(t) = self.by_id.get(&id) else { continue };
+            if now.since(t.accepted) < grace {
+                // Everything after it is younger: start over next time.
+                self.cursor = 0;
+                return None;
+            }
+            self.cursor = seq;
+            if t.left == 0 {
+                continue;
+            }
+            let owed = t.expected.iter().zip(&t.done).filter(|(_, d)| d.is_none()).map(|(n, _)| *n);
+            let mut reachable = owed.filter(|n| *n != me && members.get(*n).is_some_and(|m| m.state.is_reachable()));
+            if let Some(n) = reachable.next() {
+                return Some(n);
+            }
+        }
+        None
     }
 
     /// Records an apply; returns the completion time if this apply (or the
@@ -148,7 +206,7 @@ impl Tracker {
 
     /// Forgets the oldest beyond `max` and those older than `keep`.
     pub fn prune(&mut self, now: Time, keep: Duration, max: usize) {
-        while let Some(id) = self.order.front().copied() {
+        while let Some((_, id)) = self.order.front().copied() {
             let old = self.by_id.get(&id).is_none_or(|t| now.since(t.accepted) > keep);
             if self.order.len() > max || old {
                 self.order.pop_front();
@@ -177,7 +235,7 @@ mod tests {
         }
         let mut tr = Tracker::default();
         let id = PurgeId(7);
-        tr.start(id, Time(0), vec![NodeId(3), NodeId(1), NodeId(2), NodeId(1)]);
+        tr.start(id, 1, Time(0), vec![NodeId(3), NodeId(1), NodeId(2), NodeId(1)]);
         assert_eq!(tr.record(id, NodeId(1), Time(10), &ms), None);
         assert_eq!(tr.record(id, NodeId(4), Time(20), &ms), None, "4 was not expected");
         assert_eq!(tr.record(id, NodeId(3), Time(30), &ms), None);
@@ -207,8 +265,8 @@ mod tests {
         }
         let mut tr = Tracker::default();
         let (a, b) = (PurgeId(1), PurgeId(2));
-        tr.start(a, Time(0), (1..=4).map(NodeId).collect());
-        tr.start(b, Time(0), (1..=6).map(NodeId).collect());
+        tr.start(a, 1, Time(0), (1..=4).map(NodeId).collect());
+        tr.start(b, 2, Time(0), (1..=6).map(NodeId).collect());
         assert_eq!(tr.record(a, NodeId(1), Time(1), &ms), None, "2, 3 and 4 are alive and owe it");
         assert_eq!(tr.record(a, NodeId(2), Time(2), &ms), None);
         assert_eq!(tr.record(a, NodeId(3), Time(3), &ms), None);
@@ -223,5 +281,136 @@ mod tests {
         ms.merge(Member { incarnation: 2, ..member(5, MemberState::Alive) });
         assert_eq!(tr.record(b, NodeId(4), Time(20), &ms), None, "5 is back");
         assert_eq!(tr.record(b, NodeId(5), Time(30), &ms), Some(Duration::from_micros(30)), "6 is dead");
+    }
+}
+
+#[cfg(test)]
+mod repair {
+    //! Completion that does not hang on a lost or never-sent ack.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::{Engine, Event, Output};
+    use crate::member::{Location, Member, MemberState, Profile};
+    use crate::message::Message;
+    use crate::purge::Mode;
+    use crate::selector::Selector;
+    use crate::Config;
+
+    fn member(i: u64) -> Member {
+        let profile = Profile {
+            name: format!("n{i}"),
+            peer_addr: format!("127.0.0.1:{}", 7000 + i),
+            api_addr: String::new(),
+            location: Location { pop: "p".into(), region: "r".into() },
+        };
+        Member::new(NodeId::from_name(&profile.name), profile)
+    }
+
+    fn engine(cfg: Config, i: u64, epoch: u64, peers: &[Member]) -> Engine {
+        let mut e = Engine::new(cfg, member(i), epoch, i, Time::ZERO);
+        for p in peers {
+            e.add_member(p.clone());
+        }
+        e
+    }
+
+    fn drain(e: &mut Engine) -> Vec<Output> {
+        std::iter::from_fn(|| e.poll_output()).collect()
+    }
+
+    fn completed(outs: &[Output]) -> Vec<PurgeId> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::Event(Event::PurgeComplete { id, .. }) => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn digests_credit_each_purge_once_from_where_the_last_one_stopped() {
+        let mut ms = Members::default();
+        for id in 1..=3 {
+            ms.merge(Member { incarnation: 1, ..Member::new(NodeId(id), Profile::default()) });
+        }
+        let mut tr = Tracker::default();
+        for seq in 1..=4 {
+            tr.start(PurgeId(seq.into()), seq, Time(0), vec![NodeId(1), NodeId(2)]);
+        }
+        tr.record(PurgeId(1), NodeId(1), Time(1), &ms);
+        assert_eq!(tr.covered(NodeId(2), 2, Time(5), &ms), vec![(PurgeId(1), Duration::from_micros(5))]);
+        assert_eq!(tr.covered(NodeId(1), 3, Time(6), &ms), vec![(PurgeId(2), Duration::from_micros(6))]);
+        assert_eq!(tr.covered(NodeId(1), 2, Time(7), &ms), vec![], "an older digest changes nothing");
+        assert_eq!(tr.covered(NodeId(2), 4, Time(8), &ms).len(), 1, "3 completes, 4 still owed by 1");
+        assert_eq!(tr.status(PurgeId(4), &ms).unwrap().pending, vec![NodeId(1)]);
+        // 3 was never expected: its digest shows up as an apply, nothing more.
+        tr.covered(NodeId(3), 4, Time(9), &ms);
+        assert!(tr.status(PurgeId(4), &ms).unwrap().applied.iter().any(|(n, _)| *n == NodeId(3)));
+    }
+
+    #[test]
+    fn owing_finds_a_reachable_debtor_past_purges_that_wait_on_the_dead() {
+        let mut ms = Members::default();
+        for id in 1..=3 {
+            ms.merge(Member { incarnation: 1, ..Member::new(NodeId(id), Profile::default()) });
+        }
+        ms.merge(Member { incarnation: 1, state: MemberState::Dead, ..Member::new(NodeId(4), Profile::default()) });
+        let mut tr = Tracker::default();
+        let grace = Duration::from_micros(100);
+        // Purges waiting only on the dead member 4 (and on me, 1), then one
+        // owed by 3.
+        for seq in 1..=40 {
+            tr.start(PurgeId(seq.into()), seq, Time(0), vec![NodeId(1), NodeId(4)]);
+        }
+        tr.start(PurgeId(41), 41, Time(0), vec![NodeId(1), NodeId(3)]);
+        assert_eq!(tr.owing(Time(50), grace, NodeId(1), &ms), None, "too young to chase");
+        let found: Vec<Option<NodeId>> = (0..3).map(|_| tr.owing(Time(200), grace, NodeId(1), &ms)).collect();
+        assert!(found.contains(&Some(NodeId(3))), "{found:?}");
+        tr.record(PurgeId(41), NodeId(3), Time(300), &ms);
+        assert!((0..3).all(|_| tr.owing(Time(400), grace, NodeId(1), &ms).is_none()));
+    }
+
+    /// The issue's case: a member applied a purge, crashed before its ack
+    /// left, restarted with the purge restored from its store and so never
+    /// acks it. The origin chases it, and the restarted member's digest
+    /// completes the purge.
+    #[test]
+    fn a_purge_applied_before_a_crash_completes_from_the_restarted_members_digest() {
+        let (o, k) = (member(1), member(2));
+        // No random anti-entropy peers: only the chase sends digests.
+        let mut origin = engine(Config { ae_peers: 0, ..Config::default() }, 1, 1, std::slice::from_ref(&k));
+        let purge = origin.originate(Time::ZERO, vec![Selector::url("https://a.example/x").unwrap()], Mode::Hard, 0);
+        let purge = purge.unwrap();
+        let (mut pushed, mut ticket) = (None, None);
+        for out in drain(&mut origin) {
+            match out {
+                Output::Send { to, msg: Message::Push { purge, .. } } if to == k.id => pushed = Some(purge),
+                Output::Apply { ticket: t, .. } => ticket = Some(t),
+                _ => {}
+            }
+        }
+        let pushed = pushed.expect("pushed to k");
+        origin.applied(Time::ZERO, ticket.expect("the origin applies its own purge"));
+        assert_eq!(origin.status(purge.id).unwrap().pending, vec![k.id]);
+
+        // k applies it (to its store), then dies before acking; it comes
+        // back as a new process that restores the store.
+        let mut k2 = engine(Config::default(), 2, 2, std::slice::from_ref(&o));
+        k2.restore(Time::ZERO, pushed);
+
+        // Two anti-entropy periods later the origin asks k for a digest.
+        let later = Time::ZERO + Config::default().ae_interval * 5;
+        origin.handle_timeout(later);
+        let asked = drain(&mut origin)
+            .into_iter()
+            .any(|out| matches!(out, Output::Send { to, msg: Message::Digest { reply: true, .. } } if to == k.id));
+        assert!(asked, "the origin chases the member that owes an ack");
+        let reply = Message::Digest { watermarks: k2.watermarks(), reply: false };
+        origin.handle_message(later, k.id, reply);
+        assert_eq!(completed(&drain(&mut origin)), vec![purge.id]);
+        let st = origin.status(purge.id).unwrap();
+        assert!(st.pending.is_empty() && st.completed.is_some(), "{st:?}");
     }
 }

@@ -50,6 +50,18 @@ pub struct Workload {
     /// (with what they had applied, as a node reloads its store), or that
     /// were dead from the start and join.
     pub restart_at: Vec<Option<Time>>,
+    /// Earlier crash-and-restart cycles of machines that crash during the
+    /// run, before the one in `crash_at`/`restart_at`.
+    pub bounces: Vec<Bounce>,
+}
+
+/// A machine down from `down` until `up`, restarted with what it had
+/// applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounce {
+    pub machine: usize,
+    pub down: Time,
+    pub up: Time,
 }
 
 impl Workload {
@@ -76,13 +88,19 @@ impl Workload {
         let purges = (0..p.purges)
             .map(|i| PurgeSpec { origin: live[rng.random_range(0..live.len())], at: start + p.interval * i as u32 })
             .collect();
-        Workload { purges, crashed, crash_at, restart_at: vec![None; machines] }
+        Workload { purges, crashed, crash_at, restart_at: vec![None; machines], bounces: Vec::new() }
     }
 
     /// Machines up at the end of the run (never crashed, or restarted):
     /// the ones that must apply every purge.
     pub fn is_live(&self, m: usize) -> bool {
         self.restart_at[m].is_some() || (!self.crashed[m] && self.crash_at[m].is_none())
+    }
+
+    /// Times machine `m` goes down during the run, in any order.
+    pub fn downs(&self, m: usize) -> impl Iterator<Item = Time> + '_ {
+        let bounces = self.bounces.iter().filter(move |b| b.machine == m).map(|b| b.down);
+        self.crash_at[m].into_iter().chain(bounces)
     }
 
     pub fn live_count(&self) -> usize {

@@ -192,6 +192,10 @@ impl<P: Protocol> Driver<'_, P> {
                 self.push(at, Ev::Restart(m as u32));
             }
         }
+        for b in &self.wl.bounces {
+            self.push(b.down, Ev::Crash(b.machine as u32));
+            self.push(b.up, Ev::Restart(b.machine as u32));
+        }
         for (i, s) in self.wl.purges.iter().enumerate() {
             self.push(s.at, Ev::Originate(i as u32));
         }

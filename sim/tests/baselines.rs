@@ -14,6 +14,7 @@ fn one_purge_from_machine_0(n: usize) -> Workload {
         crashed: vec![false; n],
         crash_at: vec![None; n],
         restart_at: vec![None; n],
+        bounces: Vec::new(),
     }
 }
 

@@ -165,4 +165,6 @@ pub struct Stats {
     pub flushes: u64,
     /// Originated purges that completed.
     pub completed: u64,
+    /// Dead members dropped from the table after `forget_dead_after`.
+    pub forgotten: u64,
 }

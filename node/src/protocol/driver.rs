@@ -238,6 +238,7 @@ impl Driver {
         metrics::counter!("purgecast_purge_duplicates_total").absolute(s.duplicates);
         metrics::counter!("purgecast_purges_caught_up_total").absolute(s.caught_up);
         metrics::counter!("purgecast_purges_received_total").absolute(s.received_new);
+        metrics::counter!("purgecast_members_forgotten_total").absolute(s.forgotten);
         metrics::gauge!("purgecast_purges_retained").set(self.engine.retained() as f64);
     }
 

@@ -1,5 +1,6 @@
 //! Running a schedule and checking the invariants; many in parallel.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use purgecast_core::{Config, Strategy as CoreStrategy};
@@ -12,6 +13,7 @@ use crate::metrics::{report, Report};
 use crate::net::Net;
 use crate::scenario::{par_map, Strategy};
 use crate::world::run;
+use purgecast_core::{NodeId, Time};
 
 /// What one strategy did on one schedule.
 pub struct Run {
@@ -24,6 +26,36 @@ pub struct Run {
     pub refused: usize,
     /// Purges accepted by a restarted machine (on its new stream).
     pub after_restart: usize,
+    /// Dead members dropped from views (`forget_dead_after`), over the
+    /// engines up at the end.
+    pub forgotten: u64,
+    /// The origins' view: see [`StatusView`].
+    pub status: StatusView,
+    /// Live machines whose view still holds a machine dead for good long
+    /// after `forget_dead_after` (knocked on forever), as (viewer, dead).
+    pub unforgotten: Vec<(usize, usize)>,
+}
+
+/// What the origins report about their purges at the end of the run, as
+/// `purgectl status` shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatusView {
+    /// From the last fault until the last purge was reported complete by
+    /// its origin from acks and digests (not by declaring a member dead);
+    /// None if some purge owed by a machine that is up never was.
+    pub settle: Option<Duration>,
+    /// Purges whose origin never reported them complete while a machine
+    /// that is up owes them.
+    pub incomplete: usize,
+    /// Purges whose origin, at the end, still lists a machine that is up as
+    /// owing an apply.
+    pub pending: usize,
+    /// Purges whose origin, at the end, still waits only on machines down
+    /// for good that it has not heard are dead (slow failure detection).
+    pub undetected: usize,
+    /// Purges checked: those whose origin stayed up from accepting them to
+    /// the end (a restart loses the tracker).
+    pub checked: usize,
 }
 
 pub fn run_schedule(s: &Schedule, strategy: Strategy, opts: &Options) -> Run {
@@ -41,7 +73,68 @@ pub fn run_schedule(s: &Schedule, strategy: Strategy, opts: &Options) -> Run {
     };
     let after_restart = (0..t.purges).filter(|i| restarted(*i)).count();
     let refused = t.refused.iter().filter(|r| **r).count();
-    Run { report, counters: p.counters.clone(), settle, refused, after_restart }
+    let status = status_view(s, &p, &t.refused);
+    let unforgotten = unforgotten(s, &p, t.end);
+    let forgotten = (0..s.wl.crashed.len()).map(|m| p.engine(m).stats().forgotten).sum();
+    Run { report, counters: p.counters.clone(), settle, refused, after_restart, forgotten, status, unforgotten }
+}
+
+fn status_view(s: &Schedule, p: &Engines, refused: &[bool]) -> StatusView {
+    let mut v = StatusView { settle: Some(Duration::ZERO), ..StatusView::default() };
+    let n = s.wl.crashed.len();
+    let machine: BTreeMap<NodeId, usize> = (0..n).map(|m| (p.engine(m).id(), m)).collect();
+    // Pending on a machine that is down for good only means the origin has
+    // not heard of its death yet: failure detection, not acks.
+    let up = |id: &NodeId| machine.get(id).is_some_and(|m| s.wl.is_live(*m));
+    for (i, spec) in s.wl.purges.iter().enumerate() {
+        let o = spec.origin;
+        if refused[i] || s.wl.downs(o).any(|d| d >= spec.at) {
+            continue;
+        }
+        let Some(st) = p.purge_id(i).and_then(|id| p.engine(o).status(id)) else { continue };
+        v.checked += 1;
+        let owed_by_up = st.pending.iter().any(up);
+        v.pending += usize::from(owed_by_up);
+        v.undetected += usize::from(!st.pending.is_empty() && !owed_by_up);
+        match st.completed {
+            // Completed by a death verdict: as late as failure detection.
+            Some(_) if !st.dead.is_empty() => {}
+            Some(d) => {
+                let at = st.accepted + d;
+                let late = if at > s.quiet { at.since(s.quiet) } else { Duration::ZERO };
+                v.settle = v.settle.map(|w| w.max(late));
+            }
+            None if owed_by_up => {
+                v.incomplete += 1;
+                v.settle = None;
+            }
+            None => {}
+        }
+    }
+    v
+}
+
+/// Machines down for good since long enough to be forgotten (detection,
+/// then `forget_dead_after`, twice over for news of the death still in flight)
+/// must be gone from every live view.
+fn unforgotten(s: &Schedule, p: &Engines, end: Time) -> Vec<(usize, usize)> {
+    let cfg = &s.scn.config;
+    let n = s.wl.crashed.len();
+    let detect = super::detect_alone(cfg, n);
+    let gone = |m: usize| {
+        let down = if s.wl.crashed[m] { Some(Time::ZERO) } else { s.wl.crash_at[m] };
+        s.wl.restart_at[m].is_none() && down.is_some_and(|d| d + detect + cfg.forget_dead_after * 2 < end)
+    };
+    let mut out = Vec::new();
+    for dead in (0..n).filter(|m| gone(*m)) {
+        let id = p.engine(dead).id();
+        for viewer in (0..n).filter(|m| s.wl.is_live(*m)) {
+            if p.engine(viewer).members().get(id).is_some() {
+                out.push((viewer, dead));
+            }
+        }
+    }
+    out
 }
 
 /// The invariants, as one line per violation.
@@ -64,6 +157,32 @@ pub fn problems(s: &Schedule, r: &Run) -> Vec<String> {
         )),
         Some(_) => {}
     }
+    let st = &r.status;
+    match st.settle {
+        None => out.push(format!(
+            "{name}: {} of {} purges owed by machines that are up never reported complete by their origin",
+            st.incomplete, st.checked
+        )),
+        Some(d) if d > s.bound => out.push(format!(
+            "{name}: origins reported every purge complete {} ms after the last fault, bound {} ms",
+            d.as_millis(),
+            s.bound.as_millis()
+        )),
+        Some(_) => {}
+    }
+    if st.pending > 0 {
+        out.push(format!(
+            "{name}: {} of {} purges still list a reachable member as pending at the end",
+            st.pending, st.checked
+        ));
+    }
+    if let Some((viewer, dead)) = r.unforgotten.first() {
+        out.push(format!(
+            "{name}: {} views still hold machines dead for good (machine {viewer} knows {dead}) after forget_dead_after {} ms",
+            r.unforgotten.len(),
+            s.scn.config.forget_dead_after.as_millis()
+        ));
+    }
     if c.rejected > 0 || c.unknown > 0 || c.flushes > 0 {
         out.push(format!("{name}: engine counters {c:?}"));
     }
@@ -76,11 +195,15 @@ pub struct Checked {
     pub seed: u64,
     pub problems: Vec<String>,
     pub worst_settle: Option<Duration>,
+    /// Worst time from the last fault until every origin reported every
+    /// purge complete.
+    pub worst_status: Option<Duration>,
     /// Worst time from a partition's heal to full delivery (ms).
     pub worst_heal_ms: Option<f64>,
     pub events: u64,
     pub refused: usize,
     pub after_restart: usize,
+    pub forgotten: u64,
 }
 
 impl Checked {
@@ -89,10 +212,12 @@ impl Checked {
             seed,
             problems: Vec::new(),
             worst_settle: None,
+            worst_status: None,
             worst_heal_ms: None,
             events: 0,
             refused: 0,
             after_restart: 0,
+            forgotten: 0,
         }
     }
 }
@@ -107,12 +232,14 @@ pub fn check(seed: u64, opts: &Options) -> Checked {
         let r = run_schedule(&s, st, opts);
         c.problems.extend(problems(&s, &r));
         c.worst_settle = c.worst_settle.max(r.settle);
+        c.worst_status = c.worst_status.max(r.status.settle);
         for h in r.report.heal_to_full_ms.iter().flatten() {
             c.worst_heal_ms = Some(c.worst_heal_ms.map_or(*h, |w: f64| w.max(*h)));
         }
         c.events += r.report.events;
         c.refused += r.refused;
         c.after_restart += r.after_restart;
+        c.forgotten += r.forgotten;
     }
     c
 }
@@ -129,10 +256,12 @@ pub struct Summary {
     pub failures: Vec<Checked>,
     /// Worst settle time and its schedule.
     pub worst_settle: Option<(Duration, u64)>,
+    pub worst_status: Option<(Duration, u64)>,
     pub worst_heal_ms: Option<(f64, u64)>,
     pub events: u64,
     pub refused: usize,
     pub after_restart: usize,
+    pub forgotten: u64,
 }
 
 pub fn fuzz(master: u64, n: usize, opts: &Options, threads: usize) -> Summary {
@@ -141,18 +270,26 @@ pub fn fuzz(master: u64, n: usize, opts: &Options, threads: usize) -> Summary {
         schedules: n,
         failures: Vec::new(),
         worst_settle: None,
+        worst_status: None,
         worst_heal_ms: None,
         events: 0,
         refused: 0,
         after_restart: 0,
+        forgotten: 0,
     };
     for c in all {
         sum.events += c.events;
         sum.refused += c.refused;
         sum.after_restart += c.after_restart;
+        sum.forgotten += c.forgotten;
         if let Some(d) = c.worst_settle {
             if sum.worst_settle.is_none_or(|(w, _)| d > w) {
                 sum.worst_settle = Some((d, c.seed));
+            }
+        }
+        if let Some(d) = c.worst_status {
+            if sum.worst_status.is_none_or(|(w, _)| d > w) {
+                sum.worst_status = Some((d, c.seed));
             }
         }
         if let Some(h) = c.worst_heal_ms {

@@ -8,6 +8,7 @@
 //! target/release/faultbench catchup --missed 10000
 //! target/release/faultbench detect --nodes 16 --runs 5
 //! target/release/faultbench idle --nodes 16 --secs 30
+//! target/release/faultbench status-after-restart --runs 3
 //! ```
 
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use purgecast_proto::api as pb;
-use purgecast_tests::{entry, metrics, tag, Cluster, Opts};
+use purgecast_tests::{entry, metrics, tag, url, Cluster, Opts};
 
 #[derive(Parser)]
 #[command(about = "Fault benchmarks on a real loopback cluster")]
@@ -44,6 +45,23 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Purges from several origins while some nodes are SIGKILLed and
+    /// restarted: time until every origin reports every purge complete
+    /// with nothing pending (issue 10's repro).
+    StatusAfterRestart {
+        #[arg(long, default_value_t = 8)]
+        nodes: usize,
+        #[arg(long, default_value_t = 300)]
+        purges: usize,
+        #[arg(long, default_value_t = 5)]
+        origins: usize,
+        /// Nodes killed (the last ones) at a third of the purges and
+        /// restarted at two thirds.
+        #[arg(long, default_value_t = 3)]
+        killed: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Peer traffic of an idle cluster, per node per second.
     Idle {
         #[arg(long, default_value_t = 16)]
@@ -63,7 +81,79 @@ async fn main() -> Result<()> {
         Cmd::Catchup { nodes, missed, concurrency } => catchup(nodes, missed, concurrency).await,
         Cmd::Detect { nodes, runs } => detect(nodes, runs).await,
         Cmd::Idle { nodes, secs } => idle(nodes, secs).await,
+        Cmd::StatusAfterRestart { nodes, purges, origins, killed, runs } => {
+            for run in 1..=runs {
+                status_after_restart(run, nodes, purges, origins, killed).await?;
+            }
+            Ok(())
+        }
     }
+}
+
+async fn status_after_restart(run: usize, n: usize, purges: usize, origins: usize, killed: usize) -> Result<()> {
+    if origins + killed > n || origins == 0 {
+        bail!("need origins + killed <= nodes and at least one origin");
+    }
+    let mut c = Cluster::start(n, production()).await?;
+    let victims: Vec<usize> = (n - killed..n).collect();
+    let mut clients = Vec::new();
+    for o in 0..origins {
+        clients.push(c.purger(o).await?);
+    }
+    let mut ids = Vec::new();
+    let mut restarted = None;
+    for i in 0..purges {
+        if i == purges / 3 {
+            victims.iter().for_each(|v| c.kill9(*v));
+        }
+        if i == purges * 2 / 3 {
+            for v in &victims {
+                c.spawn(*v)?;
+            }
+            for v in &victims {
+                c.wait_ready(*v).await?;
+            }
+            restarted = Some(Instant::now());
+        }
+        let sel = url(&format!("https://sar.example/{run}/{i}"));
+        let id = clients[i % origins].purge(pb::PurgeRequest { selectors: vec![sel], mode: 0 }).await?.into_inner().id;
+        ids.push((i % origins, id));
+    }
+    let storm_end = Instant::now();
+    let restarted = restarted.unwrap_or(storm_end);
+    let deadline = Duration::from_secs(150);
+    let (mut complete_at, mut settled_at) = (None, None);
+    let (mut incomplete, mut pending) = (0, 0);
+    while storm_end.elapsed() < deadline && settled_at.is_none() {
+        (incomplete, pending) = (0, 0);
+        for (o, id) in &ids {
+            let s = clients[*o].get_purge_status(pb::PurgeStatusRequest { id: id.clone() }).await?.into_inner();
+            incomplete += usize::from(!s.complete);
+            pending += usize::from(!s.pending.is_empty());
+        }
+        if incomplete == 0 && complete_at.is_none() {
+            complete_at = Some(storm_end.elapsed());
+        }
+        if incomplete == 0 && pending == 0 {
+            settled_at = Some(storm_end.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ms = |d: Option<Duration>| d.map_or("never".to_string(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3));
+    let since_restart = storm_end - restarted;
+    println!(
+        "run {run}: {purges} purges from {origins} origins on {n} nodes, {killed} killed at {} and restarted at {} \
+         (storm ended {:.0} ms after the restart)",
+        purges / 3,
+        purges * 2 / 3,
+        since_restart.as_secs_f64() * 1e3
+    );
+    println!("  storm end -> every purge complete:         {}", ms(complete_at));
+    println!("  storm end -> complete and nothing pending: {}", ms(settled_at));
+    if settled_at.is_none() {
+        println!("  after {deadline:?}: {incomplete} incomplete, {pending} with members pending");
+    }
+    Ok(())
 }
 
 async fn catchup(n: usize, missed: usize, concurrency: usize) -> Result<()> {
