@@ -44,7 +44,9 @@ use rocksdb::{ColumnFamily, WriteOptions, DB};
 
 pub use apply::ApplyOutcome;
 pub use codec::CodecError;
-pub use entries::{EntryInput, IndexStats, MAX_TAGS};
+pub use entries::{EntryInput, MAX_TAGS};
+#[cfg(any(test, feature = "test-util"))]
+pub use entries::IndexStats;
 
 use compact::Dirty;
 
