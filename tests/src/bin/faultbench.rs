@@ -75,17 +75,17 @@ async fn catchup(n: usize, missed: usize, concurrency: usize) -> Result<()> {
     let tags: Vec<String> = (0..missed).map(|k| format!("cu-{k}")).collect();
     for chunk in tags.chunks(1000) {
         let entries = chunk.iter().map(|t| entry(&format!("https://cu.example/{t}"), &[t])).collect();
-        c.index(victim).await?.put(pb::PutEntriesRequest { entries }).await?;
+        c.client(victim).await?.index_put(entries).await?;
     }
     c.kill9(victim);
     let issued = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..concurrency {
         let mine: Vec<String> = tags.iter().skip(w).step_by(concurrency).cloned().collect();
-        let mut client = c.purger(w % victim).await?;
+        let client = c.client(w % victim).await?;
         tasks.spawn(async move {
             for t in mine {
-                client.purge(pb::PurgeRequest { selectors: vec![tag(&t)], mode: 0 }).await?;
+                client.purge(vec![tag(&t)], pb::PurgeMode::Hard).await?;
             }
             anyhow::Ok(())
         });
@@ -129,8 +129,8 @@ async fn catchup(n: usize, missed: usize, concurrency: usize) -> Result<()> {
 }
 
 async fn member_state(c: &Cluster, i: usize, name: &str) -> Result<String> {
-    let m = c.purger(i).await?.list_members(pb::ListMembersRequest {}).await?.into_inner();
-    Ok(m.members.into_iter().find(|m| m.name == name).map(|m| m.state).unwrap_or_default())
+    let m = c.client(i).await?.members().await?;
+    Ok(m.into_iter().find(|m| m.name == name).map(|m| m.state).unwrap_or_default())
 }
 
 async fn detect(n: usize, runs: usize) -> Result<()> {
