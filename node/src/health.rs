@@ -43,7 +43,9 @@ impl Health {
             }
             match &state {
                 Ok(()) => tracing::info!(condition = name, "readiness condition holds again"),
-                Err(why) => tracing::warn!(condition = name, reason = %why, "readiness condition fails: node not ready"),
+                Err(why) => {
+                    tracing::warn!(condition = name, reason = %why, "readiness condition fails: node not ready")
+                }
             }
             metrics::gauge!("purgecast_ready_condition", "condition" => name).set(f64::from(u8::from(state.is_ok())));
             c.insert(name, state);

@@ -78,7 +78,9 @@ async fn full_disk_turns_node_not_ready_and_its_purges_wait_until_space_is_back(
     let _tmpfs = match Tmpfs::mount(&mount) {
         Ok(t) => t,
         Err(why) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("SKIPPED: cannot mount a tmpfs here ({why}); run as root, or with CI=true to make this a failure");
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs here ({why}); run as root, or with CI=true to make this a failure"
+            );
             return;
         }
         Err(why) => panic!("CI=true: this test must run, but mounting a tmpfs failed: {why}"),
@@ -88,7 +90,7 @@ async fn full_disk_turns_node_not_ready_and_its_purges_wait_until_space_is_back(
     let tags: Vec<String> = (0..300).map(|k| format!("d{k}")).collect();
     let entries: Vec<(String, &str)> = tags.iter().map(|t| (format!("https://disk.example/{t}"), t.as_str())).collect();
     for i in 0..2 {
-        let batch = entries.iter().map(|(k, t)| entry(k, &[t])).collect();
+        let batch = entries.iter().map(|(k, t)| entry(k, &[*t])).collect();
         c.client(i).await.unwrap().index_put(batch).await.unwrap();
     }
     assert_eq!(readyz(&c, 1).await.0, 200);
@@ -100,7 +102,10 @@ async fn full_disk_turns_node_not_ready_and_its_purges_wait_until_space_is_back(
     let mut issued = 0;
     let start = Instant::now();
     while readyz(&c, 1).await.0 == 200 {
-        assert!(issued < tags.len() - 1 && start.elapsed() < Duration::from_secs(60), "node-1 never noticed its full disk");
+        assert!(
+            issued < tags.len() - 1 && start.elapsed() < Duration::from_secs(60),
+            "node-1 never noticed its full disk"
+        );
         origin.purge(vec![tag(&tags[issued])], pb::PurgeMode::Hard).await.unwrap();
         issued += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -23,8 +23,14 @@ async fn reflection_v1_and_v1alpha_list_and_describe_the_api() {
         use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
         use tonic_reflection::pb::v1::ServerReflectionRequest;
         let reqs = vec![
-            ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) },
-            ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::FileContainingSymbol(PURGER.into())) },
+            ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            },
+            ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::FileContainingSymbol(PURGER.into())),
+            },
         ];
         let mut replies = ServerReflectionClient::new(ch.clone())
             .server_reflection_info(tokio_stream::iter(reqs))
@@ -49,8 +55,14 @@ async fn reflection_v1_and_v1alpha_list_and_describe_the_api() {
         use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
         use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
         let reqs = vec![
-            ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) },
-            ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::FileContainingSymbol(PURGER.into())) },
+            ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            },
+            ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::FileContainingSymbol(PURGER.into())),
+            },
         ];
         let mut replies = ServerReflectionClient::new(ch)
             .server_reflection_info(tokio_stream::iter(reqs))

@@ -383,16 +383,14 @@ mod tests {
             Some("origin knows 3 of 5 expected members: 3 alive")
         );
         // Dead members are not counted in a/b; say they exist.
-        assert_eq!(
-            scope_note(4, &k(5, 4, 0, 1), None).as_deref(),
-            Some("origin knows 5 members: 4 alive, 1 dead")
-        );
+        assert_eq!(scope_note(4, &k(5, 4, 0, 1), None).as_deref(), Some("origin knows 5 members: 4 alive, 1 dead"));
     }
 
     #[test]
     fn expect_members_parses() {
         use clap::Parser;
-        let ok = super::super::Args::try_parse_from(["purgectl", "purge", "--tag", "a", "--wait", "--expect-members", "5"]);
+        let ok =
+            super::super::Args::try_parse_from(["purgectl", "purge", "--tag", "a", "--wait", "--expect-members", "5"]);
         let super::super::Command::Purge(p) = ok.unwrap().command else { panic!("not purge") };
         assert_eq!(p.expect_members, Some(5));
     }

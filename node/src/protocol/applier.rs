@@ -88,8 +88,11 @@ impl Worker {
                     Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                     Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
                 }
-            } else if !pause(&done, self.retry_wait) {
-                return;
+            } else {
+                if !pause(&done, self.retry_wait) {
+                    return;
+                }
+                self.retry_wait = (self.retry_wait * 2).min(MAX_RETRY_WAIT);
             }
             if !jobs.is_empty() {
                 while jobs.len() < MAX_BATCH {
@@ -144,9 +147,9 @@ impl Worker {
         tracing::error!(%error, jobs = jobs.len(), retry_in_ms = self.retry_wait.as_millis() as u64, "store write failed; holding the purges and retrying");
         metrics::counter!("purgecast_apply_errors_total").increment(1);
         metrics::gauge!("purgecast_apply_held").set(jobs.len() as f64);
-        self.health.set_condition(STORE, Err(format!("writes fail ({error}); {} purge job(s) held for retry", jobs.len())));
+        self.health
+            .set_condition(STORE, Err(format!("writes fail ({error}); {} purge job(s) held for retry", jobs.len())));
         self.held = jobs;
-        self.retry_wait = (self.retry_wait * 2).min(MAX_RETRY_WAIT);
     }
 
     fn recovered(&mut self) {

@@ -149,7 +149,10 @@ fn announce(args: &DevArgs, children: &[(NodeConfig, Child)]) -> anyhow::Result<
     let n = file.nodes.len();
     println!("purgecast dev cluster: {n} nodes, every one sees all {n} alive (Ctrl-C or SIGTERM stops them)");
     for node in &file.nodes {
-        println!("  {:<10} grpc {}  peer {}  metrics {}  pid {}", node.name, node.grpc, node.peer, node.metrics, node.pid);
+        println!(
+            "  {:<10} grpc {}  peer {}  metrics {}  pid {}",
+            node.name, node.grpc, node.peer, node.metrics, node.pid
+        );
     }
     println!("cluster file: {}", path.display());
     println!("logs: {}/node-*/node.log", args.dir.display());

@@ -21,7 +21,11 @@ pub(crate) struct StopSignals {
 impl StopSignals {
     pub(crate) fn install() -> anyhow::Result<StopSignals> {
         let on = |kind: SignalKind| signal(kind).context("installing a signal handler");
-        Ok(StopSignals { int: on(SignalKind::interrupt())?, term: on(SignalKind::terminate())?, hup: on(SignalKind::hangup())? })
+        Ok(StopSignals {
+            int: on(SignalKind::interrupt())?,
+            term: on(SignalKind::terminate())?,
+            hup: on(SignalKind::hangup())?,
+        })
     }
 
     /// Resolves with the name of the first signal received.
@@ -109,7 +113,7 @@ async fn alive_seen(
 /// SIGTERM to every child still running (a node leaves the cluster
 /// cleanly on it), SIGKILL to any still there after `grace`, and reaps all.
 pub(crate) async fn stop_children<'a>(children: impl Iterator<Item = &'a mut Child>, grace: Duration) {
-    let mut running: Vec<&mut Child> = children.filter(|c| matches!(c.try_wait(), Ok(None))).collect();
+    let mut running: Vec<&mut Child> = children.filter_map(|c| matches!(c.try_wait(), Ok(None)).then_some(c)).collect();
     for child in &running {
         if let Ok(pid) = i32::try_from(child.id()) {
             // SAFETY: kill(2) with a pid we spawned and have not reaped yet,
