@@ -7,13 +7,15 @@
 //! - `transport`: QUIC between nodes (mutual TLS from [`tls`]);
 //! - [`store`]: the RocksDB cache index and purge log;
 //! - `api`: the gRPC services clients call;
-//! - `metrics`: Prometheus, liveness and readiness;
+//! - `metrics`: Prometheus and the HTTP health checks;
+//! - `health`: readiness as named conditions, shared by HTTP and gRPC;
 //! - [`tools`]: operator commands that are not part of a running node
 //!   (certificate generation, the local dev cluster).
 
 mod api;
 mod clock;
 pub mod config;
+mod health;
 mod metrics;
 mod protocol;
 pub mod server;

@@ -1,8 +1,6 @@
 //! Prometheus metrics and HTTP health checks on the metrics port.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,28 +8,14 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::health::Health;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     #[error("cannot install the metrics recorder: {0}")]
     Install(String),
     #[error("cannot bind metrics address {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
-}
-
-/// Readiness: the store is open and the protocol loop runs.
-#[derive(Clone, Default)]
-pub struct Health {
-    ready: Arc<AtomicBool>,
-}
-
-impl Health {
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
 }
 
 pub fn install() -> Result<PrometheusHandle, MetricsError> {
@@ -61,10 +45,12 @@ pub async fn serve(addr: SocketAddr, handle: PrometheusHandle, health: Health) -
     Ok(())
 }
 
-async fn readyz(State(h): State<Health>) -> (StatusCode, &'static str) {
-    if h.is_ready() {
-        (StatusCode::OK, "ready\n")
+/// 200 "ready", or 503 naming each failing condition and why.
+async fn readyz(State(h): State<Health>) -> (StatusCode, String) {
+    let failing = h.report();
+    if failing.is_empty() {
+        (StatusCode::OK, "ready\n".into())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", failing.join("; ")))
     }
 }

@@ -12,7 +12,8 @@ use tonic::{Request, Status};
 
 use crate::api::{IndexService, PurgerService};
 use crate::config::{ConfigError, NodeConfig};
-use crate::metrics::{self as node_metrics, Health};
+use crate::health::{Health, SERVING};
+use crate::metrics as node_metrics;
 use crate::protocol::{self, applier, Channels, Driver};
 use crate::store::{Store, StoreOptions};
 use crate::tls;
@@ -69,38 +70,55 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
     tracing::info!(node = %cfg.name, id = %me.id, epoch, restored, entries = store.count_all(), "node starting");
 
     let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let apply = applier::spawn(store.clone(), protocol.retention, done_tx);
+    let apply = applier::spawn(store.clone(), protocol.retention, done_tx, health.clone());
     let (handle, commands) = protocol::command_channel(me.clone());
     let driver = Driver::new(engine, transport.clone(), apply, started, cfg.seeds.clone());
     let channels = Channels { inbound, done: done_rx, commands, shutdown: shutdown.clone() };
     let driver_task = tokio::spawn(driver.run(channels));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<PurgerServer<PurgerService>>().await;
+    health.spawn_grpc_mirror(health_reporter, vec![purger_name(), index_name()]);
+    // v1 and v1alpha: grpcurl and Postman speak v1, while Python's
+    // grpcio-reflection, older grpcurl and Evans speak only v1alpha.
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(purgecast_proto::api::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| NodeError::Grpc(e.to_string()))?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(purgecast_proto::api::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| NodeError::Grpc(e.to_string()))?;
     let auth = Auth(Arc::new(cfg.api_tokens.clone()));
-    let purger = PurgerServer::with_interceptor(PurgerService { driver: handle }, auth.clone());
+    let purger = PurgerServer::with_interceptor(PurgerService { driver: handle, health: health.clone() }, auth.clone());
     let index = IndexServer::with_interceptor(IndexService { store: store.clone() }, auth);
     let mut stop = shutdown.clone();
+    let stopping = health.clone();
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(purger)
         .add_service(index)
         .serve_with_shutdown(cfg.listen_api, async move {
             let _ = stop.wait_for(|s| *s).await;
+            stopping.set_condition(SERVING, Err("shutting down".into()));
         });
-    health.set_ready(true);
+    health.set_condition(SERVING, Ok(()));
     tracing::info!(api = %cfg.listen_api, peer = %cfg.listen_peer, metrics = %cfg.listen_metrics, "node ready");
     let served = grpc.await;
-    health.set_ready(false);
+    health.set_condition(SERVING, Err("stopped".into()));
     let _ = shutdown.wait_for(|s| *s).await;
     let _ = tokio::time::timeout(Duration::from_secs(3), driver_task).await;
     transport.close().await;
     served.map_err(|e| NodeError::Grpc(e.to_string()))
+}
+
+fn purger_name() -> &'static str {
+    <PurgerServer<PurgerService> as tonic::server::NamedService>::NAME
+}
+
+fn index_name() -> &'static str {
+    <IndexServer<IndexService> as tonic::server::NamedService>::NAME
 }
 
 /// The test-only WAN emulation layer, when the config asks for it.

@@ -16,7 +16,10 @@ use purgesim::workload::{Workload, WorkloadParams};
 use purgesim::world::{run, RunParams};
 use serde_json::{json, Value};
 
-use crate::{metrics, url, wait_complete, Cluster, Opts, Purger};
+use purgecast_client::Client;
+use purgecast_proto::api::PurgeMode;
+
+use crate::{metrics, url, Cluster, Opts, POLL};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Params {
@@ -153,16 +156,16 @@ pub async fn run_real(plan: &Plan, say: &dyn Fn(&str)) -> Result<Vec<Outcome>> {
     }
     wait_delaying(&c).await?;
     c.wait_members(n, Duration::from_secs(60)).await?;
-    let mut clients: Vec<Purger> = Vec::with_capacity(n);
+    let mut clients: Vec<Client> = Vec::with_capacity(n);
     for i in 0..n {
-        clients.push(c.purger(i).await?);
+        clients.push(c.client(i).await?);
     }
     // One purge from every node first: the simulator assumes warm QUIC
     // connections, so the handshakes must not land in the measurement.
     say("warm-up: one purge from every node");
-    for (i, cl) in clients.iter_mut().enumerate() {
+    for (i, cl) in clients.iter().enumerate() {
         let id = purge(cl, &format!("https://fidelity.test/warm/{i}")).await?;
-        wait_complete(cl, &id, Duration::from_secs(30)).await?;
+        cl.wait_complete(&id, Duration::from_secs(30), POLL).await?;
     }
     say(&format!("{} purges at {}/s", plan.params.purges, plan.params.rate));
     let first = plan.workload.purges.first().map_or(0, |s| s.at.as_micros());
@@ -170,12 +173,12 @@ pub async fn run_real(plan: &Plan, say: &dyn Fn(&str)) -> Result<Vec<Outcome>> {
     let mut issued = Vec::with_capacity(plan.workload.purges.len());
     for (k, spec) in plan.workload.purges.iter().enumerate() {
         tokio::time::sleep_until((start + Duration::from_micros(spec.at.as_micros() - first)).into()).await;
-        issued.push((spec.origin, purge(&mut clients[spec.origin], &format!("https://fidelity.test/p/{k}")).await?));
+        issued.push((spec.origin, purge(&clients[spec.origin], &format!("https://fidelity.test/p/{k}")).await?));
     }
     let names: Vec<String> = c.nodes.iter().map(|x| x.name.clone()).collect();
     let mut out = Vec::with_capacity(issued.len());
     for (origin, id) in issued {
-        let s = wait_complete(&mut clients[origin], &id, Duration::from_secs(60)).await?;
+        let s = clients[origin].wait_complete(&id, Duration::from_secs(60), POLL).await?;
         let mut acks = Vec::new();
         for a in &s.applied {
             let m = names.iter().position(|x| *x == a.node).with_context(|| format!("unknown member {}", a.node))?;
@@ -188,12 +191,8 @@ pub async fn run_real(plan: &Plan, say: &dyn Fn(&str)) -> Result<Vec<Outcome>> {
     Ok(out)
 }
 
-async fn purge(c: &mut Purger, u: &str) -> Result<String> {
-    let req = purgecast_proto::api::PurgeRequest {
-        selectors: vec![url(u)],
-        mode: purgecast_proto::api::PurgeMode::Hard as i32,
-    };
-    Ok(c.purge(req).await?.into_inner().id)
+async fn purge(c: &Client, u: &str) -> Result<String> {
+    Ok(c.purge(vec![url(u)], PurgeMode::Hard).await?.id)
 }
 
 /// Waits until every node has delayed a datagram: the rules are loaded.

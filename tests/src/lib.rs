@@ -8,28 +8,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use purgecast_proto::api::index_client::IndexClient;
-use purgecast_proto::api::purger_client::PurgerClient;
+use purgecast_client::{selector, Client, EntryFilter};
 use purgecast_proto::api::{self as pb};
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-/// Adds `authorization: Bearer <token>` when the cluster has a token.
-#[derive(Clone)]
-pub struct Bearer(pub Option<String>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(t) = &self.0 {
-            let v = format!("Bearer {t}").parse().map_err(|_| tonic::Status::internal("bad token"))?;
-            req.metadata_mut().insert("authorization", v);
-        }
-        Ok(req)
-    }
-}
-
-pub type Purger = PurgerClient<InterceptedService<Channel, Bearer>>;
-pub type Index = IndexClient<InterceptedService<Channel, Bearer>>;
+/// How often the harness polls a purge's status while waiting for it.
+pub const POLL: Duration = Duration::from_millis(20);
 
 pub mod fidelity;
 pub mod metrics;
@@ -68,6 +52,9 @@ pub struct Opts {
     /// (pop, region) of node `i`; when empty, node `i` is in PoP
     /// `pop-{i % pops}`, region `test`.
     pub locations: Vec<(String, String)>,
+    /// Data directory of node `i` when not `<node dir>/data` (e.g. on a
+    /// small filesystem the test fills up).
+    pub data_dirs: Vec<(usize, PathBuf)>,
 }
 
 impl Default for Opts {
@@ -82,7 +69,7 @@ impl Default for Opts {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        Opts { pops: 1, tokens: Vec::new(), protocol, wan: false, locations: Vec::new() }
+        Opts { pops: 1, tokens: Vec::new(), protocol, wan: false, locations: Vec::new(), data_dirs: Vec::new() }
     }
 }
 
@@ -232,8 +219,8 @@ impl Cluster {
                 if !self.nodes[i].is_running() {
                     continue;
                 }
-                let m = self.purger(i).await?.list_members(pb::ListMembersRequest {}).await?.into_inner();
-                if m.members.iter().filter(|m| m.state == "alive").count() != alive {
+                let m = self.client(i).await?.members().await?;
+                if m.iter().filter(|m| m.state == "alive").count() != alive {
                     ok = false;
                 }
             }
@@ -247,56 +234,35 @@ impl Cluster {
         }
     }
 
+    /// A raw channel, for requests the client library would not send
+    /// (malformed input the node must refuse).
     pub async fn channel(&self, i: usize) -> Result<Channel> {
         Ok(Channel::from_shared(self.nodes[i].endpoint())?.connect().await?)
     }
 
-    fn bearer(&self) -> Bearer {
-        Bearer(self.opts.tokens.first().cloned())
-    }
-
-    pub async fn purger(&self, i: usize) -> Result<Purger> {
-        Ok(PurgerClient::with_interceptor(self.channel(i).await?, self.bearer()))
-    }
-
-    pub async fn index(&self, i: usize) -> Result<Index> {
-        Ok(IndexClient::with_interceptor(self.channel(i).await?, self.bearer()))
+    /// The client `purgectl` uses, with the cluster's token.
+    pub async fn client(&self, i: usize) -> Result<Client> {
+        Ok(Client::connect(&self.nodes[i].endpoint(), self.opts.tokens.first().cloned()).await?)
     }
 
     /// Puts the same entries on every node.
     pub async fn put_everywhere(&self, entries: &[(&str, &[&str])]) -> Result<()> {
         for i in 0..self.nodes.len() {
-            let req = pb::PutEntriesRequest { entries: entries.iter().map(|(k, t)| entry(k, t)).collect() };
-            self.index(i).await?.put(req).await?;
+            self.client(i).await?.index_put(entries.iter().map(|(k, t)| entry(k, t)).collect()).await?;
         }
         Ok(())
     }
 
     /// Purges through node `i` and waits until every live member applied it.
     pub async fn purge_and_wait(&self, i: usize, selectors: Vec<pb::Selector>, soft: bool) -> Result<pb::PurgeStatus> {
-        let mode = if soft { pb::PurgeMode::Soft } else { pb::PurgeMode::Hard } as i32;
-        let mut c = self.purger(i).await?;
-        let id = c.purge(pb::PurgeRequest { selectors, mode }).await?.into_inner().id;
-        wait_complete(&mut c, &id, Duration::from_secs(20)).await
+        let mode = if soft { pb::PurgeMode::Soft } else { pb::PurgeMode::Hard };
+        let c = self.client(i).await?;
+        let id = c.purge(selectors, mode).await?.id;
+        Ok(c.wait_complete(&id, Duration::from_secs(20), POLL).await?)
     }
 
     pub async fn get(&self, i: usize, key: &str) -> Result<Option<pb::Entry>> {
-        let r = self.index(i).await?.get(pb::GetEntryRequest { key: key.into() }).await?.into_inner();
-        Ok(r.entry.filter(|_| r.found))
-    }
-}
-
-pub async fn wait_complete(c: &mut Purger, id: &str, limit: Duration) -> Result<pb::PurgeStatus> {
-    let start = Instant::now();
-    loop {
-        let s = c.get_purge_status(pb::PurgeStatusRequest { id: id.into() }).await?.into_inner();
-        if s.complete {
-            return Ok(s);
-        }
-        if start.elapsed() > limit {
-            bail!("purge {id} not complete after {limit:?}: pending {:?}", s.pending);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(self.client(i).await?.index_get(key).await?)
     }
 }
 
@@ -304,20 +270,22 @@ pub fn entry(key: &str, tags: &[&str]) -> pb::Entry {
     pb::Entry { key: key.into(), tags: tags.iter().map(|t| t.to_string()).collect(), size: 100, ..Default::default() }
 }
 
+// Selectors through the client library; a test that needs one it would
+// refuse (empty, malformed) builds the `pb::Selector` itself.
 pub fn url(u: &str) -> pb::Selector {
-    pb::Selector { kind: Some(pb::selector::Kind::Url(u.into())) }
+    selector::url(u).expect("test selector")
 }
 pub fn host(h: &str) -> pb::Selector {
-    pb::Selector { kind: Some(pb::selector::Kind::Host(h.into())) }
+    selector::host(h).expect("test selector")
 }
 pub fn prefix(p: &str) -> pb::Selector {
-    pb::Selector { kind: Some(pb::selector::Kind::Prefix(p.into())) }
+    selector::prefix(p).expect("test selector")
 }
 pub fn tag(t: &str) -> pb::Selector {
-    pb::Selector { kind: Some(pb::selector::Kind::Tag(t.into())) }
+    selector::tag(t).expect("test selector")
 }
 pub fn everything() -> pb::Selector {
-    pb::Selector { kind: Some(pb::selector::Kind::Everything(true)) }
+    selector::everything()
 }
 
 /// A node's TOML config; `i` places it in `opts.locations[i]`, else in PoP `i % opts.pops`.
@@ -342,7 +310,7 @@ pub fn config_text(node: &Node, certs: &Path, seeds: &[SocketAddr], opts: &Opts,
         peer = node.peer,
         api = node.api,
         metrics = node.metrics,
-        data = node.dir.join("data").display(),
+        data = opts.data_dirs.iter().find(|(n, _)| *n == i).map_or_else(|| node.dir.join("data"), |(_, d)| d.clone()).display(),
         seeds = seeds.join(", "),
         tokens = tokens.join(", "),
         ca = certs.join("ca.pem").display(),
@@ -382,12 +350,10 @@ impl Cluster {
 
     /// Count of index entries carrying `tag` on node `i`.
     pub async fn count_tag(&self, i: usize, tag: &str) -> Result<u64> {
-        use pb::count_entries_request::Filter;
-        let req = pb::CountEntriesRequest { filter: Some(Filter::Tag(tag.into())) };
-        Ok(self.index(i).await?.count(req).await?.into_inner().count)
+        Ok(self.client(i).await?.index_count(Some(EntryFilter::Tag(tag.into()))).await?)
     }
 
     pub async fn count_all(&self, i: usize) -> Result<u64> {
-        Ok(self.index(i).await?.count(pb::CountEntriesRequest { filter: None }).await?.into_inner().count)
+        Ok(self.client(i).await?.index_count(None).await?)
     }
 }

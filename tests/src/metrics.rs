@@ -21,3 +21,14 @@ pub fn value(text: &str, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// GET `path` on the metrics port: the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.context("connecting to the metrics port")?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await?;
+    let mut text = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_string(&mut text)).await??;
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).context("no HTTP status line")?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    Ok((code, body))
+}

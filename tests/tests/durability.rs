@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use purgecast_proto::api as pb;
 use purgecast_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,8 +19,7 @@ async fn restarted_node_keeps_its_index_and_applied_log() {
 
     // If the restarted node had forgotten that it applied the "old" purge,
     // anti-entropy would bring it back and it would delete this new entry.
-    let put = pb::PutEntriesRequest { entries: vec![entry("https://k.example/new", &["old"])] };
-    c.index(2).await.unwrap().put(put).await.unwrap();
+    c.client(2).await.unwrap().index_put(vec![entry("https://k.example/new", &["old"])]).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(c.get(2, "https://k.example/new").await.unwrap().is_some(), "old purge must not be applied again");
     let m = metrics::scrape(c.nodes[2].metrics).await.unwrap();

@@ -26,7 +26,7 @@ async fn wait_all_gone(c: &Cluster, tags: &[String], limit: Duration) -> Vec<(us
 
 async fn put_tags(c: &Cluster, i: usize, tags: &[String]) {
     let entries = tags.iter().map(|t| entry(&format!("https://f.example/{t}"), &[t])).collect();
-    c.index(i).await.unwrap().put(pb::PutEntriesRequest { entries }).await.unwrap();
+    c.client(i).await.unwrap().index_put(entries).await.unwrap();
 }
 
 /// 1,000 purges from random origins while a third of the nodes is killed
@@ -44,7 +44,7 @@ async fn kill_a_third_during_a_purge_storm() {
     let mut acked = Vec::new();
     let mut clients = Vec::new();
     for i in 0..n {
-        clients.push(Some(c.purger(i).await.unwrap()));
+        clients.push(Some(c.client(i).await.unwrap()));
     }
     for (k, t) in tags.iter().enumerate() {
         if k == 300 {
@@ -56,13 +56,12 @@ async fn kill_a_third_during_a_purge_storm() {
         if k == 700 {
             for v in victims {
                 c.restart(v).await.unwrap();
-                clients[v] = Some(c.purger(v).await.unwrap());
+                clients[v] = Some(c.client(v).await.unwrap());
             }
         }
         let origin = (k * 7 + 3) % n;
-        let Some(client) = clients[origin].as_mut() else { continue };
-        let req = pb::PurgeRequest { selectors: vec![tag(t)], mode: 0 };
-        if client.purge(req).await.is_ok() {
+        let Some(client) = clients[origin].as_ref() else { continue };
+        if client.purge(vec![tag(t)], pb::PurgeMode::Hard).await.is_ok() {
             acked.push(t.clone());
         }
     }
@@ -97,7 +96,7 @@ async fn partition_heals_and_both_sides_catch_up() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (k, t) in tags.iter().enumerate() {
         let origin = if k % 2 == 0 { a[k % 3] } else { b[k % 2] };
-        c.purger(origin).await.unwrap().purge(pb::PurgeRequest { selectors: vec![tag(t)], mode: 0 }).await.unwrap();
+        c.client(origin).await.unwrap().purge(vec![tag(t)], pb::PurgeMode::Hard).await.unwrap();
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     // While cut, a purge from side A has not reached side B.
@@ -119,7 +118,7 @@ async fn node_down_longer_than_retention_flushes_on_return() {
     // Let the victim record that it is alive.
     tokio::time::sleep(Duration::from_secs(6)).await;
     c.kill9(2);
-    c.purger(0).await.unwrap().purge(pb::PurgeRequest { selectors: vec![tag("a")], mode: 0 }).await.unwrap();
+    c.client(0).await.unwrap().purge(vec![tag("a")], pb::PurgeMode::Hard).await.unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     c.restart(2).await.unwrap();
     // Not only the missed purge's entry: everything is gone.
@@ -144,13 +143,13 @@ async fn restarted_node_rejoins_and_its_purges_spread() {
     let restarted = Instant::now();
     let mut accepted = None;
     for _ in 0..150 {
-        match c.purger(2).await.unwrap().purge(pb::PurgeRequest { selectors: vec![tag("a")], mode: 0 }).await {
+        match c.client(2).await.unwrap().purge(vec![tag("a")], pb::PurgeMode::Hard).await {
             Ok(r) => {
-                accepted = Some(r.into_inner());
+                accepted = Some(r);
                 break;
             }
             Err(e) => {
-                assert_eq!(e.code(), tonic::Code::Unavailable, "only 'not joined yet' is acceptable: {}", e.message());
+                assert_eq!(e.code(), Some(tonic::Code::Unavailable), "only 'not joined yet' is acceptable: {e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -158,7 +157,7 @@ async fn restarted_node_rejoins_and_its_purges_spread() {
     let accepted = accepted.expect("the restarted node must rejoin within 30 s");
     eprintln!("restarted node accepted a purge {:?} after its API came up", restarted.elapsed());
     assert_eq!(accepted.members_total, 3);
-    let s = wait_complete(&mut c.purger(2).await.unwrap(), &accepted.id, Duration::from_secs(20)).await.unwrap();
+    let s = c.client(2).await.unwrap().wait_complete(&accepted.id, Duration::from_secs(20), POLL).await.unwrap();
     assert_eq!(s.members_applied, 3);
     for i in 0..3 {
         assert_eq!(c.count_tag(i, "a").await.unwrap(), 0, "node {i}");

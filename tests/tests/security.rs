@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use purgecast_client::Client;
 use purgecast_proto::api as pb;
 use purgecast_tests::*;
 
@@ -19,26 +20,24 @@ async fn peer_without_a_cluster_certificate_is_refused() {
     std::fs::write(&intruder.config, config_text(&intruder, &certs, &seeds, &Opts::default(), 0)).unwrap();
     intruder.spawn().unwrap();
 
-    let ch = tonic::transport::Endpoint::from_shared(intruder.endpoint()).unwrap();
     let mut refused = None;
     for _ in 0..100 {
-        if let Ok(ch) = ch.connect().await {
-            let mut p = pb::purger_client::PurgerClient::new(ch);
+        if let Ok(p) = Client::connect(&intruder.endpoint(), None).await {
             // Its seeds refuse its handshake, so it never joins, and it
             // refuses purges it could not spread.
-            refused = p.purge(pb::PurgeRequest { selectors: vec![tag("x")], mode: 0 }).await.err();
+            refused = p.purge(vec![tag("x")], pb::PurgeMode::Hard).await.err();
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let refused = refused.unwrap_or_else(|| panic!("intruder must answer and refuse:\n{}", intruder.log()));
-    assert_eq!(refused.code(), tonic::Code::Unavailable, "{}", refused.message());
-    assert!(refused.message().contains("not joined"), "{}", refused.message());
+    assert_eq!(refused.code(), Some(tonic::Code::Unavailable), "{refused}");
+    assert!(refused.to_string().contains("not joined"), "{refused}");
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     for i in 0..2 {
-        let m = c.purger(i).await.unwrap().list_members(pb::ListMembersRequest {}).await.unwrap().into_inner();
-        assert_eq!(m.members.len(), 2, "node {i} must not know the intruder: {:?}", m.members);
+        let m = c.client(i).await.unwrap().members().await.unwrap();
+        assert_eq!(m.len(), 2, "node {i} must not know the intruder: {m:?}");
         assert!(c.get(i, "https://s.example/x").await.unwrap().is_some(), "node {i}: entry intact");
     }
     assert!(intruder.is_running(), "a refused handshake must not crash the intruder either");

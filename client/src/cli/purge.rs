@@ -44,6 +44,11 @@ pub struct PurgeArgs {
     /// How often --wait polls the purge's status.
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     pub poll_interval: Duration,
+    /// Cluster size you expect: --wait then says when the origin knows a
+    /// different number of members, and exits 2 if it tracked fewer.
+    /// Ignored without --wait.
+    #[arg(long, env = "PURGECAST_EXPECT_MEMBERS")]
+    pub expect_members: Option<u32>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,6 +67,9 @@ struct PurgeJson {
     completion_ms: Option<f64>,
     pending: Vec<String>,
     dead: Vec<String>,
+    /// Members (any state but left) the origin knows after the wait.
+    members_known: Option<u32>,
+    members_expected: Option<u32>,
 }
 
 pub async fn purge(client: &Client, args: PurgeArgs, json: bool) -> anyhow::Result<ExitCode> {
@@ -84,6 +92,8 @@ pub async fn purge(client: &Client, args: PurgeArgs, json: bool) -> anyhow::Resu
         completion_ms: None,
         pending: Vec::new(),
         dead: Vec::new(),
+        members_known: None,
+        members_expected: args.expect_members,
     };
     if !args.wait {
         if json {
@@ -109,29 +119,78 @@ pub async fn purge(client: &Client, args: PurgeArgs, json: bool) -> anyhow::Resu
         out.pending = s.pending;
         out.dead = s.dead;
     }
+    // The status counts the members the origin tracked; say so when that
+    // is not the cluster the caller has in mind. Best effort: a failed
+    // lookup only leaves the note out.
+    let known = client.members().await.ok().map(|m| Known::count(&m));
+    out.members_known = known.as_ref().map(|k| k.total);
+    let note = known.as_ref().and_then(|k| scope_note(out.members_total, k, args.expect_members));
+    let short = args.expect_members.is_some_and(|e| out.members_total < e);
     if json {
         print_json(&out)?;
     } else if timed_out {
         let applied = out.members_applied.map_or("?".to_string(), |n| n.to_string());
         eprintln!(
-            "not complete after {}: applied by {applied}/{} members; pending: {}; dead: {}",
+            "not complete after {}: applied by {applied}/{} members{}; pending: {}; dead: {}",
             format_duration(args.timeout),
             out.members_total,
+            note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
             list(&out.pending),
             list(&out.dead)
         );
     } else {
         println!(
-            "applied by {}/{} members in {:.1} ms",
+            "applied by {}/{} members in {:.1} ms{}",
             out.members_applied.unwrap_or(0),
             out.members_total,
-            out.completion_ms.unwrap_or(0.0)
+            out.completion_ms.unwrap_or(0.0),
+            note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
         );
         if !out.dead.is_empty() {
             println!("dead (catch up on return): {}", list(&out.dead));
         }
+        if short {
+            eprintln!(
+                "fewer members than expected: the members the origin does not know (not joined yet, or cut off from it) did not get this purge from it"
+            );
+        }
     }
-    Ok(if timed_out { ExitCode::from(EXIT_INCOMPLETE) } else { ExitCode::SUCCESS })
+    Ok(if timed_out || short { ExitCode::from(EXIT_INCOMPLETE) } else { ExitCode::SUCCESS })
+}
+
+/// The origin's member table, by state.
+struct Known {
+    /// Every member but those that left, the origin included.
+    total: u32,
+    alive: u32,
+    suspect: u32,
+    dead: u32,
+}
+
+impl Known {
+    fn count(members: &[purgecast_client::api::MemberInfo]) -> Known {
+        let n = |state: &str| members.iter().filter(|m| m.state == state).count() as u32;
+        Known { total: members.len() as u32 - n("left"), alive: n("alive"), suspect: n("suspect"), dead: n("dead") }
+    }
+}
+
+/// What `applied by a/b` does not say: that the origin knows more members
+/// than it counted (suspect or dead ones), or fewer than the caller expects.
+fn scope_note(tracked: u32, known: &Known, expected: Option<u32>) -> Option<String> {
+    let mut states = vec![format!("{} alive", known.alive)];
+    if known.suspect > 0 {
+        states.push(format!("{} suspect", known.suspect));
+    }
+    if known.dead > 0 {
+        states.push(format!("{} dead", known.dead));
+    }
+    match expected {
+        Some(e) if e != tracked || e != known.total => {
+            Some(format!("origin knows {} of {e} expected members: {}", known.total, states.join(", ")))
+        }
+        None if known.total != tracked => Some(format!("origin knows {} members: {}", known.total, states.join(", "))),
+        _ => None,
+    }
 }
 
 #[derive(Serialize)]
@@ -310,5 +369,29 @@ mod tests {
         let order: Vec<&str> = v.applied.iter().map(|a| a.node.as_str()).collect();
         assert_eq!(order, ["b", "c", "a"]);
         assert_eq!(v.completion_ms, None);
+    }
+
+    #[test]
+    fn scope_note_says_what_the_count_leaves_out() {
+        let k = |total, alive, suspect, dead| Known { total, alive, suspect, dead };
+        // The usual case: nothing to add.
+        assert_eq!(scope_note(5, &k(5, 5, 0, 0), None), None);
+        assert_eq!(scope_note(5, &k(5, 5, 0, 0), Some(5)), None);
+        // A 5-node cluster whose origin met only 3 of them so far.
+        assert_eq!(
+            scope_note(3, &k(3, 3, 0, 0), Some(5)).as_deref(),
+            Some("origin knows 3 of 5 expected members: 3 alive")
+        );
+        // Dead members are not counted in a/b; say they exist.
+        assert_eq!(scope_note(4, &k(5, 4, 0, 1), None).as_deref(), Some("origin knows 5 members: 4 alive, 1 dead"));
+    }
+
+    #[test]
+    fn expect_members_parses() {
+        use clap::Parser;
+        let ok =
+            super::super::Args::try_parse_from(["purgectl", "purge", "--tag", "a", "--wait", "--expect-members", "5"]);
+        let super::super::Command::Purge(p) = ok.unwrap().command else { panic!("not purge") };
+        assert_eq!(p.expect_members, Some(5));
     }
 }

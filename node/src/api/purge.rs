@@ -5,16 +5,18 @@ use purgecast_core::{Member, Mode, PurgeId, Selector};
 use purgecast_proto::api::{self as pb, purger_server::Purger};
 use tonic::{Request, Response, Status};
 
+use crate::health::{Health, STORE};
 use crate::protocol::{Command, DriverError, Handle};
 
 pub struct PurgerService {
     pub driver: Handle,
+    pub health: Health,
 }
 
 fn driver_status(e: DriverError) -> Status {
     match e {
         DriverError::Invalid(e) => Status::invalid_argument(e.to_string()),
-        DriverError::Store(e) => Status::internal(format!("purge not stored: {e}")),
+        DriverError::Store(e) => Status::unavailable(format!("purge not stored on this node yet: {e}")),
         DriverError::Stopped => Status::unavailable("node is shutting down"),
         e @ DriverError::NotJoined => Status::unavailable(e.to_string()),
     }
@@ -66,6 +68,13 @@ impl Purger for PurgerService {
         let selectors =
             req.selectors.iter().enumerate().map(|(i, s)| selector_from_api(i, s)).collect::<Result<Vec<_>, _>>()?;
         let mode = mode_from_api(req.mode)?;
+        // Accepting would spread the purge to peers while this node cannot
+        // store it: send the client to a healthy node instead.
+        if let Some(why) = self.health.failing(STORE) {
+            return Err(Status::unavailable(format!(
+                "this node cannot store purges right now (store: {why}); retry on another node"
+            )));
+        }
         let accepted = self
             .driver
             .call(|reply| Command::Purge { selectors, mode, reply })

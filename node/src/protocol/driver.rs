@@ -179,7 +179,9 @@ impl Driver {
         }
         for (id, err) in done.failed {
             if let Some((reply, _)) = self.waiting.remove(&id) {
-                let _ = reply.send(Err(DriverError::Store(err)));
+                // Already spreading to peers; the apply worker keeps retrying
+                // the local write, and acks only once it succeeds.
+                let _ = reply.send(Err(DriverError::Store(format!("purge {id}: {err} (this node retries the write)"))));
             }
         }
     }

@@ -220,6 +220,7 @@ impl<'s> Builder<'s> {
 impl Store {
     /// Applies one purge and records it in the purge log, atomically.
     /// Applying a purge again is harmless (it matches what is left).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn apply_purge(&self, purge: &Purge, applied_at_ms: u64) -> Result<ApplyOutcome> {
         let mut outcomes = self.apply_each(std::iter::once((purge, applied_at_ms)))?;
         Ok(outcomes.pop().unwrap_or_default())

@@ -76,6 +76,7 @@ impl Store {
     }
 
     /// Number of ranges waiting for [`Store::compact_purged_ranges`].
+    #[cfg(any(test, feature = "test-util"))]
     pub fn pending_compactions(&self) -> usize {
         let dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
         dirty.by_cf.values().map(|d| if d.whole { 1 } else { d.ranges.len() }).sum()

@@ -28,6 +28,7 @@ pub struct EntryInput {
 }
 
 /// Row counts of the three index families, from full scans.
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IndexStats {
     pub entries: u64,
@@ -168,6 +169,7 @@ impl Store {
 
     /// Exact row counts by full scans: a consistency check for tests and
     /// operators (entries must equal host rows, and the counter).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn index_stats(&self) -> Result<IndexStats> {
         let all = Range::all();
         Ok(IndexStats {

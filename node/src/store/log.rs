@@ -19,6 +19,7 @@ impl Store {
     }
 
     /// Whether this very purge (same stream position and id) was applied.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn has_applied(&self, purge: &Purge) -> Result<bool> {
         match self.db.get_pinned_cf(self.cf(CF_PURGES)?, codec::purge_key(purge))? {
             Some(v) => {
@@ -30,6 +31,7 @@ impl Store {
     }
 
     /// Number of records in the purge log.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn purge_log_len(&self) -> Result<u64> {
         self.count_rows(CF_PURGES, &Range::all(), u64::MAX)
     }

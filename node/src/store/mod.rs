@@ -44,7 +44,9 @@ use rocksdb::{ColumnFamily, WriteOptions, DB};
 
 pub use apply::ApplyOutcome;
 pub use codec::CodecError;
-pub use entries::{EntryInput, IndexStats, MAX_TAGS};
+#[cfg(any(test, feature = "test-util"))]
+pub use entries::IndexStats;
+pub use entries::{EntryInput, MAX_TAGS};
 
 use compact::Dirty;
 

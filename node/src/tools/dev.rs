@@ -3,12 +3,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
 
 use super::certs;
+use super::supervise::{die_with_parent, stop_children, wait_converged, wait_port, StopSignals};
 use crate::config::{NodeConfig, TlsConfig};
 
 #[derive(clap::Args, Debug)]
@@ -92,21 +93,6 @@ fn ensure_certs(dir: &Path, nodes: usize) -> anyhow::Result<PathBuf> {
     Ok(certs)
 }
 
-/// Waits until a TCP port accepts connections (bounded).
-fn wait_port(addr: std::net::SocketAddr, child: &mut Child, limit: Duration) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        if let Some(status) = child.try_wait()? {
-            bail!("node listening on {addr} exited during start-up ({status}); see its log");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("node on {addr} did not start within {limit:?}")
-}
-
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
     if args.nodes == 0 || args.nodes > 200 {
         bail!("--nodes must be between 1 and 200");
@@ -117,40 +103,71 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)?;
     let certs = ensure_certs(&args.dir, args.nodes)?;
     let exe = std::env::current_exe().context("locating the purgecast binary")?;
-    let mut children: Vec<(NodeConfig, Child)> = Vec::new();
-    let result = start_all(&args, &certs, &exe, &mut children).and_then(|()| {
-        let file = ClusterFile {
-            nodes: children
-                .iter()
-                .map(|(c, child)| ClusterNode {
-                    name: c.name.clone(),
-                    id: purgecast_core::NodeId::from_name(&c.name).to_string(),
-                    grpc: format!("http://{}", c.listen_api),
-                    peer: c.listen_peer.to_string(),
-                    metrics: format!("http://{}/metrics", c.listen_metrics),
-                    pid: child.id(),
-                })
-                .collect(),
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        // Before any child exists: from here on no signal ends this process
+        // without it stopping the nodes first.
+        let mut stop = StopSignals::install()?;
+        let mut children: Vec<(NodeConfig, Child)> = Vec::new();
+        let started = tokio::select! {
+            r = start_all(&args, &certs, &exe, &mut children) => r.map(|()| true),
+            s = stop.recv() => {
+                eprintln!("{s}: stopping before the cluster was up");
+                Ok(false)
+            }
         };
-        let path = args.cluster_file.clone().unwrap_or_else(|| args.dir.join("cluster.json"));
-        std::fs::write(&path, serde_json::to_string_pretty(&file)?)?;
-        println!("purgecast dev cluster: {} nodes (Ctrl-C stops them)", file.nodes.len());
-        for n in &file.nodes {
-            println!("  {:<10} grpc {}  peer {}  metrics {}  pid {}", n.name, n.grpc, n.peer, n.metrics, n.pid);
-        }
-        println!("cluster file: {}", path.display());
-        println!("logs: {}/node-*/node.log", args.dir.display());
-        println!("try: purgectl --endpoint {} members", file.nodes[0].grpc);
-        supervise(&mut children)
-    });
-    for (_, child) in &mut children {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    result
+        let result = match started {
+            Ok(true) => match announce(&args, &children) {
+                Ok(()) => supervise(&mut children, &mut stop).await,
+                Err(e) => Err(e),
+            },
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        stop_children(children.iter_mut().map(|(_, c)| c), Duration::from_secs(5)).await;
+        result
+    })
 }
 
-fn start_all(args: &DevArgs, certs: &Path, exe: &Path, children: &mut Vec<(NodeConfig, Child)>) -> anyhow::Result<()> {
+/// Writes the cluster file and tells the user, once the cluster is whole.
+fn announce(args: &DevArgs, children: &[(NodeConfig, Child)]) -> anyhow::Result<()> {
+    let file = ClusterFile {
+        nodes: children
+            .iter()
+            .map(|(c, child)| ClusterNode {
+                name: c.name.clone(),
+                id: purgecast_core::NodeId::from_name(&c.name).to_string(),
+                grpc: format!("http://{}", c.listen_api),
+                peer: c.listen_peer.to_string(),
+                metrics: format!("http://{}/metrics", c.listen_metrics),
+                pid: child.id(),
+            })
+            .collect(),
+    };
+    let path = args.cluster_file.clone().unwrap_or_else(|| args.dir.join("cluster.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&file)?)?;
+    let n = file.nodes.len();
+    println!("purgecast dev cluster: {n} nodes, every one sees all {n} alive (Ctrl-C or SIGTERM stops them)");
+    for node in &file.nodes {
+        println!(
+            "  {:<10} grpc {}  peer {}  metrics {}  pid {}",
+            node.name, node.grpc, node.peer, node.metrics, node.pid
+        );
+    }
+    println!("cluster file: {}", path.display());
+    println!("logs: {}/node-*/node.log", args.dir.display());
+    println!("try: purgectl --endpoint {} purge --tag x --wait --expect-members {n}", file.nodes[0].grpc);
+    Ok(())
+}
+
+/// Starts every node, then waits for each API and for membership to
+/// converge: the cluster is announced only when a purge reaches all of it.
+async fn start_all(
+    args: &DevArgs,
+    certs: &Path,
+    exe: &Path,
+    children: &mut Vec<(NodeConfig, Child)>,
+) -> anyhow::Result<()> {
     for i in 0..args.nodes {
         let cfg = node_config(args, i, certs)?;
         let node_dir = args.dir.join(&cfg.name);
@@ -158,45 +175,42 @@ fn start_all(args: &DevArgs, certs: &Path, exe: &Path, children: &mut Vec<(NodeC
         let cfg_path = node_dir.join("config.toml");
         std::fs::write(&cfg_path, toml::to_string(&cfg)?)?;
         let log = std::fs::File::create(node_dir.join("node.log"))?;
-        let child = Command::new(exe)
-            .arg("run")
-            .arg("--config")
-            .arg(&cfg_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", cfg.name))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("run").arg("--config").arg(&cfg_path).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().with_context(|| format!("starting {}", cfg.name))?;
         children.push((cfg, child));
     }
     for (cfg, child) in children.iter_mut() {
-        wait_port(cfg.listen_api, child, Duration::from_secs(60))?;
+        wait_port(cfg.listen_api, child, Duration::from_secs(60)).await?;
     }
-    Ok(())
+    eprintln!("{} APIs up; waiting until every node sees every other alive", children.len());
+    let endpoints: Vec<String> = children.iter().map(|(c, _)| format!("http://{}", c.listen_api)).collect();
+    wait_converged(&endpoints, args.token.as_deref(), Duration::from_secs(60)).await
 }
 
-/// Runs until Ctrl-C. A node that exits (or is killed, to try a failure) is
-/// reported once; the rest of the cluster keeps running.
-fn supervise(children: &mut [(NodeConfig, Child)]) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// Runs until a stop signal. A node that exits (or is killed, to try a
+/// failure) is reported once; the rest of the cluster keeps running.
+async fn supervise(children: &mut [(NodeConfig, Child)], stop: &mut StopSignals) -> anyhow::Result<()> {
     let mut reported = vec![false; children.len()];
-    rt.block_on(async {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => return Ok(()),
-                _ = tick.tick() => {
-                    for (k, (cfg, child)) in children.iter_mut().enumerate() {
-                        if !reported[k] {
-                            if let Some(status) = child.try_wait()? {
-                                reported[k] = true;
-                                eprintln!("{} exited ({status}); restart it with: purgecast run --config {}",
-                                    cfg.name, cfg.data_dir.parent().map(|d| d.join("config.toml").display().to_string()).unwrap_or_default());
-                            }
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            s = stop.recv() => {
+                eprintln!("{s}: stopping {} nodes", children.len());
+                return Ok(());
+            }
+            _ = tick.tick() => {
+                for (k, (cfg, child)) in children.iter_mut().enumerate() {
+                    if !reported[k] {
+                        if let Some(status) = child.try_wait()? {
+                            reported[k] = true;
+                            eprintln!("{} exited ({status}); restart it with: purgecast run --config {}",
+                                cfg.name, cfg.data_dir.parent().map(|d| d.join("config.toml").display().to_string()).unwrap_or_default());
                         }
                     }
                 }
             }
         }
-    })
+    }
 }

@@ -98,7 +98,7 @@ async fn status_after_restart(run: usize, n: usize, purges: usize, origins: usiz
     let victims: Vec<usize> = (n - killed..n).collect();
     let mut clients = Vec::new();
     for o in 0..origins {
-        clients.push(c.purger(o).await?);
+        clients.push(c.client(o).await?);
     }
     let mut ids = Vec::new();
     let mut restarted = None;
@@ -116,7 +116,7 @@ async fn status_after_restart(run: usize, n: usize, purges: usize, origins: usiz
             restarted = Some(Instant::now());
         }
         let sel = url(&format!("https://sar.example/{run}/{i}"));
-        let id = clients[i % origins].purge(pb::PurgeRequest { selectors: vec![sel], mode: 0 }).await?.into_inner().id;
+        let id = clients[i % origins].purge(vec![sel], pb::PurgeMode::Hard).await?.id;
         ids.push((i % origins, id));
     }
     let storm_end = Instant::now();
@@ -127,7 +127,7 @@ async fn status_after_restart(run: usize, n: usize, purges: usize, origins: usiz
     while storm_end.elapsed() < deadline && settled_at.is_none() {
         (incomplete, pending) = (0, 0);
         for (o, id) in &ids {
-            let s = clients[*o].get_purge_status(pb::PurgeStatusRequest { id: id.clone() }).await?.into_inner();
+            let s = clients[*o].status(id).await?;
             incomplete += usize::from(!s.complete);
             pending += usize::from(!s.pending.is_empty());
         }
@@ -165,17 +165,17 @@ async fn catchup(n: usize, missed: usize, concurrency: usize) -> Result<()> {
     let tags: Vec<String> = (0..missed).map(|k| format!("cu-{k}")).collect();
     for chunk in tags.chunks(1000) {
         let entries = chunk.iter().map(|t| entry(&format!("https://cu.example/{t}"), &[t])).collect();
-        c.index(victim).await?.put(pb::PutEntriesRequest { entries }).await?;
+        c.client(victim).await?.index_put(entries).await?;
     }
     c.kill9(victim);
     let issued = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..concurrency {
         let mine: Vec<String> = tags.iter().skip(w).step_by(concurrency).cloned().collect();
-        let mut client = c.purger(w % victim).await?;
+        let client = c.client(w % victim).await?;
         tasks.spawn(async move {
             for t in mine {
-                client.purge(pb::PurgeRequest { selectors: vec![tag(&t)], mode: 0 }).await?;
+                client.purge(vec![tag(&t)], pb::PurgeMode::Hard).await?;
             }
             anyhow::Ok(())
         });
@@ -219,8 +219,8 @@ async fn catchup(n: usize, missed: usize, concurrency: usize) -> Result<()> {
 }
 
 async fn member_state(c: &Cluster, i: usize, name: &str) -> Result<String> {
-    let m = c.purger(i).await?.list_members(pb::ListMembersRequest {}).await?.into_inner();
-    Ok(m.members.into_iter().find(|m| m.name == name).map(|m| m.state).unwrap_or_default())
+    let m = c.client(i).await?.members().await?;
+    Ok(m.into_iter().find(|m| m.name == name).map(|m| m.state).unwrap_or_default())
 }
 
 async fn detect(n: usize, runs: usize) -> Result<()> {
