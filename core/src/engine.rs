@@ -1,6 +1,6 @@
 //! The protocol engine: one per node, driven by inputs, emitting outputs.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +52,8 @@ pub struct Engine {
     join_at: Option<Time>,
     /// When each member that is down went down, to forget it.
     downs: membership::Downs,
+    /// Applies handed out and not yet back: (stream, seq).
+    unapplied: BTreeSet<(StreamId, u64)>,
     stats: Stats,
 }
 
@@ -85,6 +87,7 @@ impl Engine {
             join_at: None,
             downs: membership::Downs::default(),
             out: VecDeque::new(),
+            unapplied: BTreeSet::new(),
             stats: Stats::default(),
             rng,
             me,
@@ -130,6 +133,25 @@ impl Engine {
     /// Per stream, the seq up to which every purge has been seen.
     pub fn watermarks(&self) -> Vec<Watermark> {
         self.seen.watermarks()
+    }
+
+    /// The digest this node sends `to`. Anti-entropy wants what this node
+    /// has seen, applies still queued included, so that peers do not send
+    /// them again; but an origin credits the watermark of its own stream as
+    /// applies (`Tracker::covered`), and an apply counts only once durable.
+    /// So the recipient's own streams stop below the first apply still
+    /// outstanding (a held write on a full disk, a sink not yet confirmed).
+    fn digest_for(&self, to: NodeId) -> Vec<Watermark> {
+        let mut watermarks = self.seen.watermarks();
+        if self.unapplied.is_empty() {
+            return watermarks;
+        }
+        for w in watermarks.iter_mut().filter(|w| w.stream.origin == to) {
+            if let Some((_, first)) = self.unapplied.range((w.stream, 0)..=(w.stream, w.seq)).next() {
+                w.seq = first - 1;
+            }
+        }
+        watermarks
     }
 
     /// Re-learns a purge applied before a restart (from the store), so it
@@ -221,7 +243,14 @@ impl Engine {
     }
 
     fn apply(&mut self, purge: Arc<Purge>) {
-        let ticket = ApplyTicket { id: purge.id, origin: purge.origin(), node: self.me.id };
+        let ticket = ApplyTicket {
+            id: purge.id,
+            origin: purge.origin(),
+            stream: purge.stream,
+            seq: purge.seq,
+            node: self.me.id,
+        };
+        self.unapplied.insert((purge.stream, purge.seq));
         self.out.push_back(Output::Apply { purge, ticket });
     }
 
@@ -229,7 +258,8 @@ impl Engine {
     /// tell its origin.
     pub fn applied(&mut self, now: Time, ticket: ApplyTicket) {
         debug_assert_eq!(ticket.node, self.me.id, "a ticket from another engine");
-        let ApplyTicket { id, origin, .. } = ticket;
+        let ApplyTicket { id, origin, stream, seq, .. } = ticket;
+        self.unapplied.remove(&(stream, seq));
         if origin == self.me.id {
             self.record_apply(now, id, origin);
         } else {
@@ -416,7 +446,7 @@ impl Engine {
             self.send(from, Message::Catchup { purges, expired: gap.expired });
         }
         if reply {
-            let watermarks = self.seen.watermarks();
+            let watermarks = self.digest_for(from);
             self.send(from, Message::Digest { watermarks, reply: false });
         }
     }
@@ -439,7 +469,7 @@ impl Engine {
     fn ask_owing(&mut self, now: Time) {
         let grace = self.cfg.ae_interval * 2;
         if let Some(id) = self.tracker.owing(now, grace, self.me.id, &self.members) {
-            let watermarks = self.seen.watermarks();
+            let watermarks = self.digest_for(id);
             self.send(id, Message::Digest { watermarks, reply: true });
         }
     }
@@ -471,7 +501,7 @@ impl Engine {
         // more: ask again now rather than one anti-entropy period later, so
         // a node that missed many purges catches up at network speed.
         if full && learned > 0 {
-            let watermarks = self.seen.watermarks();
+            let watermarks = self.digest_for(from);
             self.send(from, Message::Digest { watermarks, reply: false });
         }
     }
@@ -499,9 +529,9 @@ impl Engine {
         if chosen.is_empty() {
             return;
         }
-        let watermarks = self.seen.watermarks();
         for id in chosen {
-            self.send(id, Message::Digest { watermarks: watermarks.clone(), reply: true });
+            let watermarks = self.digest_for(id);
+            self.send(id, Message::Digest { watermarks, reply: true });
         }
     }
 }

@@ -414,3 +414,78 @@ mod repair {
         assert!(st.pending.is_empty() && st.completed.is_some(), "{st:?}");
     }
 }
+
+#[cfg(test)]
+mod durable {
+    //! A digest credits only durable applies: an apply still queued (a
+    //! held write on a full disk) keeps its member pending.
+
+    use super::*;
+    use crate::engine::{Engine, Output};
+    use crate::member::{Location, Member, Profile};
+    use crate::message::Message;
+    use crate::purge::Mode;
+    use crate::selector::Selector;
+    use crate::Config;
+
+    fn member(i: u64) -> Member {
+        let profile = Profile {
+            name: format!("d{i}"),
+            peer_addr: format!("127.0.0.1:{}", 7100 + i),
+            api_addr: String::new(),
+            location: Location { pop: "p".into(), region: "r".into() },
+        };
+        Member::new(NodeId::from_name(&profile.name), profile)
+    }
+
+    fn drain(e: &mut Engine) -> Vec<Output> {
+        std::iter::from_fn(|| e.poll_output()).collect()
+    }
+
+    #[test]
+    fn a_queued_apply_is_not_credited_until_its_ticket_comes_back() {
+        let (o, k) = (member(1), member(2));
+        let mut origin = Engine::new(Config { ae_peers: 0, ..Config::default() }, o.clone(), 1, 1, Time::ZERO);
+        origin.add_member(k.clone());
+        let mut node = Engine::new(Config { ae_peers: 0, ..Config::default() }, k.clone(), 1, 2, Time::ZERO);
+        node.add_member(o.clone());
+
+        let purge = origin.originate(Time::ZERO, vec![Selector::url("https://a.example/y").unwrap()], Mode::Hard, 0);
+        let purge = purge.unwrap();
+        let mut push = None;
+        for out in drain(&mut origin) {
+            match out {
+                Output::Send { to, msg } if to == k.id => push = Some(msg),
+                Output::Apply { ticket, .. } => origin.applied(Time::ZERO, ticket),
+                _ => {}
+            }
+        }
+        node.handle_message(Time::ZERO, o.id, push.expect("pushed to k"));
+        let ticket = drain(&mut node).into_iter().find_map(|out| match out {
+            Output::Apply { ticket, .. } => Some(ticket),
+            _ => None,
+        });
+        let ticket = ticket.expect("k is asked to apply");
+
+        // The origin asks k for its digest while k's write is still held.
+        let ask = Message::Digest { watermarks: origin.watermarks(), reply: true };
+        node.handle_message(Time::ZERO, o.id, ask);
+        for out in drain(&mut node) {
+            if let Output::Send { to, msg } = out {
+                assert_eq!(to, o.id);
+                origin.handle_message(Time::ZERO, k.id, msg);
+            }
+        }
+        let st = origin.status(purge.id).unwrap();
+        assert_eq!(st.pending, vec![k.id], "a digest must not credit a queued apply: {st:?}");
+
+        // Once durable, k acks and the purge completes.
+        node.applied(Time::ZERO, ticket);
+        for out in drain(&mut node) {
+            if let Output::Send { msg, .. } = out {
+                origin.handle_message(Time::ZERO, k.id, msg);
+            }
+        }
+        assert!(origin.status(purge.id).unwrap().completed.is_some());
+    }
+}

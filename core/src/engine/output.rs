@@ -60,6 +60,10 @@ pub enum Output {
 pub struct ApplyTicket {
     pub(super) id: PurgeId,
     pub(super) origin: NodeId,
+    /// Its place in its stream: until the ticket comes back, digests to the
+    /// origin stop below it.
+    pub(super) stream: StreamId,
+    pub(super) seq: u64,
     /// The engine that issued it (checked in debug builds).
     pub(super) node: NodeId,
 }
