@@ -413,42 +413,15 @@ mod repair {
         let st = origin.status(purge.id).unwrap();
         assert!(st.pending.is_empty() && st.completed.is_some(), "{st:?}");
     }
-}
 
-#[cfg(test)]
-mod durable {
-    //! A digest credits only durable applies: an apply still queued (a
-    //! held write on a full disk) keeps its member pending.
-
-    use super::*;
-    use crate::engine::{Engine, Output};
-    use crate::member::{Location, Member, Profile};
-    use crate::message::Message;
-    use crate::purge::Mode;
-    use crate::selector::Selector;
-    use crate::Config;
-
-    fn member(i: u64) -> Member {
-        let profile = Profile {
-            name: format!("d{i}"),
-            peer_addr: format!("127.0.0.1:{}", 7100 + i),
-            api_addr: String::new(),
-            location: Location { pop: "p".into(), region: "r".into() },
-        };
-        Member::new(NodeId::from_name(&profile.name), profile)
-    }
-
-    fn drain(e: &mut Engine) -> Vec<Output> {
-        std::iter::from_fn(|| e.poll_output()).collect()
-    }
-
+    /// A digest credits only durable applies: an apply still queued (a
+    /// held write on a full disk) keeps its member pending.
     #[test]
     fn a_queued_apply_is_not_credited_until_its_ticket_comes_back() {
         let (o, k) = (member(1), member(2));
-        let mut origin = Engine::new(Config { ae_peers: 0, ..Config::default() }, o.clone(), 1, 1, Time::ZERO);
-        origin.add_member(k.clone());
-        let mut node = Engine::new(Config { ae_peers: 0, ..Config::default() }, k.clone(), 1, 2, Time::ZERO);
-        node.add_member(o.clone());
+        let quiet = Config { ae_peers: 0, ..Config::default() };
+        let mut origin = engine(quiet.clone(), 1, 1, std::slice::from_ref(&k));
+        let mut node = engine(quiet, 2, 1, std::slice::from_ref(&o));
 
         let purge = origin.originate(Time::ZERO, vec![Selector::url("https://a.example/y").unwrap()], Mode::Hard, 0);
         let purge = purge.unwrap();
