@@ -292,20 +292,15 @@ mod repair {
 
     use super::*;
     use crate::engine::{Engine, Event, Output};
-    use crate::member::{Location, Member, MemberState, Profile};
+    use crate::member::{Member, MemberState, Profile};
     use crate::message::Message;
     use crate::purge::Mode;
     use crate::selector::Selector;
     use crate::Config;
 
+    /// A test network's member (`core::testing`), in one PoP.
     fn member(i: u64) -> Member {
-        let profile = Profile {
-            name: format!("n{i}"),
-            peer_addr: format!("127.0.0.1:{}", 7000 + i),
-            api_addr: String::new(),
-            location: Location { pop: "p".into(), region: "r".into() },
-        };
-        Member::new(NodeId::from_name(&profile.name), profile)
+        crate::testing::member(i as usize, 0, 0)
     }
 
     fn engine(cfg: Config, i: u64, epoch: u64, peers: &[Member]) -> Engine {

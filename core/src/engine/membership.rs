@@ -192,19 +192,14 @@ mod tests {
 
     use crate::engine::{Engine, Output};
     use crate::id::NodeId;
-    use crate::member::{Location, Member, MemberState, Profile};
+    use crate::member::{Member, MemberState};
     use crate::message::Message;
     use crate::time::Time;
     use crate::Config;
 
+    /// A test network's member (`core::testing`), in one PoP.
     fn member(i: u64) -> Member {
-        let profile = Profile {
-            name: format!("n{i}"),
-            peer_addr: format!("127.0.0.1:{}", 7000 + i),
-            api_addr: String::new(),
-            location: Location { pop: "p".into(), region: "r".into() },
-        };
-        Member::new(NodeId::from_name(&profile.name), profile)
+        crate::testing::member(i as usize, 0, 0)
     }
 
     fn sends_to(e: &mut Engine, id: NodeId) -> usize {
