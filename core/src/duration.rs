@@ -105,17 +105,20 @@ pub fn format_duration(d: Duration) -> String {
     format!("{}us", ns / 1_000)
 }
 
-/// Serde adapters: a `Duration` as a human string.
-pub(crate) mod human {
+/// Serde adapters: a `Duration` as a human string (`#[serde(with = ..)]`),
+/// so every config of the project writes durations the same way.
+pub mod human {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    /// Writes a `Duration` as, e.g., `"500ms"`.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::format_duration(*d))
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    /// Reads a `Duration` written as, e.g., `"500ms"` or `"1m30s"`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         super::parse_duration(&text).map_err(serde::de::Error::custom)
     }

@@ -54,7 +54,22 @@ pub struct Engine {
     downs: membership::Downs,
     /// Applies handed out and not yet back: (stream, seq).
     unapplied: BTreeSet<(StreamId, u64)>,
+    catch_up: CatchUp,
     stats: Stats,
+}
+
+/// Whether this node has caught up with the cluster since it started (see
+/// [`Event::CaughtUp`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CatchUp {
+    /// No peer's digest has shown that this node lacks nothing.
+    Behind,
+    /// One has (`with`); these applies, queued before it, are not back yet.
+    Applying {
+        with: NodeId,
+        queued: BTreeSet<(StreamId, u64)>,
+    },
+    Done,
 }
 
 impl Engine {
@@ -88,6 +103,7 @@ impl Engine {
             downs: membership::Downs::default(),
             out: VecDeque::new(),
             unapplied: BTreeSet::new(),
+            catch_up: CatchUp::Behind,
             stats: Stats::default(),
             rng,
             me,
@@ -113,6 +129,11 @@ impl Engine {
     /// This node's view of the cluster, itself included.
     pub fn members(&self) -> &Members {
         &self.members
+    }
+
+    /// Whether [`Event::CaughtUp`] has been emitted.
+    pub fn is_caught_up(&self) -> bool {
+        self.catch_up == CatchUp::Done
     }
 
     /// Counters for metrics.
@@ -260,6 +281,13 @@ impl Engine {
         debug_assert_eq!(ticket.node, self.me.id, "a ticket from another engine");
         let ApplyTicket { id, origin, stream, seq, .. } = ticket;
         self.unapplied.remove(&(stream, seq));
+        if let CatchUp::Applying { with, queued } = &mut self.catch_up {
+            queued.remove(&(stream, seq));
+            if queued.is_empty() {
+                let with = *with;
+                self.caught_up(with);
+            }
+        }
         if origin == self.me.id {
             self.record_apply(now, id, origin);
         } else {
@@ -295,6 +323,7 @@ impl Engine {
             }
             Message::Digest { watermarks, reply } => {
                 self.credit_digest(now, from, &watermarks);
+                self.check_caught_up(from, &watermarks);
                 self.on_digest(from, &watermarks, reply);
             }
             Message::Catchup { purges, expired } => self.on_catchup(now, from, purges, expired),
@@ -459,6 +488,25 @@ impl Engine {
             self.stats.completed += 1;
             self.event(Event::PurgeComplete { id, after });
         }
+    }
+
+    /// A peer's digest that names nothing this node has not seen means it
+    /// has caught up with that peer, once the applies already queued are
+    /// done (they are copied, so a storm of new ones cannot delay it).
+    fn check_caught_up(&mut self, from: NodeId, theirs: &[Watermark]) {
+        if self.catch_up != CatchUp::Behind || theirs.iter().any(|w| self.seen.watermark(w.stream) < w.seq) {
+            return;
+        }
+        if self.unapplied.is_empty() {
+            self.caught_up(from);
+        } else {
+            self.catch_up = CatchUp::Applying { with: from, queued: self.unapplied.clone() };
+        }
+    }
+
+    fn caught_up(&mut self, with: NodeId) {
+        self.catch_up = CatchUp::Done;
+        self.event(Event::CaughtUp { with });
     }
 
     /// Acks can be lost (a connection cut by a restart or a death verdict)

@@ -33,7 +33,7 @@ mod tracker;
 pub mod wire;
 
 pub use config::{Config, ConfigError, Strategy};
-pub use duration::{format_duration, parse_duration, DurationError};
+pub use duration::{format_duration, human as human_duration, parse_duration, DurationError};
 pub use engine::{ApplyTicket, Engine, Event, OriginateError, Output, Seed, Stats, Timer, JOIN_RETRY};
 pub use hash::{mix64, Keyed, KeyedMap};
 pub use id::{BadPurgeId, NodeId, PurgeId, StreamId};

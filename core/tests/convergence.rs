@@ -173,3 +173,32 @@ fn a_node_alone_with_seeds_refuses_purges_and_knocks_until_it_joins() {
     net.run_for(3 * ROUND, ROUND);
     assert!((0..3).all(|i| net.applied(i, p.id) == 1));
 }
+
+/// A restarted node learns what it missed by anti-entropy; it reports being
+/// caught up only once every purge its peer had is applied, and only once.
+#[test]
+fn a_restarted_node_is_caught_up_only_after_applying_what_it_missed() {
+    let mut net = Net::joining(members(3, 1), cfg(Strategy::Topology), 9);
+    net.run_for(3 * ROUND, ROUND);
+    net.crash(2);
+    let missed: Vec<PurgeId> = (0..5)
+        .map(|k| net.originate(0, vec![Selector::tag(&format!("m{k}")).unwrap()], Mode::Hard).unwrap().id)
+        .collect();
+    net.run_for(ROUND, ROUND);
+    net.take_events(2);
+    net.restart(2);
+    assert!(!net.engine(2).is_caught_up(), "a restart starts behind");
+    let mut caught_up = 0;
+    for _ in 0..50 {
+        net.step(ROUND / 6);
+        let events = net.take_events(2);
+        if events.iter().any(|e| matches!(e, Event::CaughtUp { .. })) {
+            caught_up += 1;
+            for id in &missed {
+                assert_eq!(net.applied(2, *id), 1, "caught up before applying {id}");
+            }
+        }
+    }
+    assert_eq!(caught_up, 1, "reported exactly once");
+    assert!(net.engine(2).is_caught_up());
+}

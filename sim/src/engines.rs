@@ -186,7 +186,7 @@ impl Engines {
                 Output::Event(Event::Rejected { .. }) => self.counters.rejected += 1,
                 Output::Event(Event::MemberDown { .. }) => self.counters.member_down += 1,
                 Output::Event(Event::PurgeComplete { .. }) => self.counters.completed += 1,
-                Output::Event(Event::MemberUp(_) | Event::MemberRestarted(_)) => {}
+                Output::Event(Event::MemberUp(_) | Event::MemberRestarted(_) | Event::CaughtUp { .. }) => {}
             }
         }
     }

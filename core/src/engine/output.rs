@@ -141,6 +141,15 @@ pub enum Event {
         /// Time from origination to the last ack.
         after: Duration,
     },
+    /// Every purge that peer `with` had seen when it sent its digest is
+    /// applied here: the first time since start-up that this node is known
+    /// to lack nothing the cluster sent while it was away. Emitted once. A
+    /// cache should not serve objects it kept from before the start until
+    /// then.
+    CaughtUp {
+        /// The peer whose digest showed it.
+        with: NodeId,
+    },
     /// A message from a peer was invalid and dropped.
     Rejected {
         /// The sender.
