@@ -10,6 +10,7 @@ use rocksdb::WriteBatch;
 
 use super::codec::{self, Range};
 use super::entries::delete_entry;
+use super::objects::Dropped;
 use super::scan::Cfs;
 use super::*;
 
@@ -43,6 +44,11 @@ struct Builder<'s> {
     wiped: bool,
     count: u64,
     dirty: Vec<(&'static str, Option<Range>)>,
+    /// Objects this batch deletes; all of them when `wiped`.
+    dropped: Dropped,
+    /// The purge sequence after the purges added so far.
+    seq: u64,
+    applied: Vec<(u64, Purge)>,
 }
 
 /// Per-purge bookkeeping.
@@ -66,6 +72,9 @@ impl<'s> Builder<'s> {
             wiped: false,
             count: store.count_all(),
             dirty: Vec::new(),
+            dropped: Dropped::default(),
+            seq: store.purge_seq(),
+            applied: Vec::new(),
         })
     }
 
@@ -89,17 +98,18 @@ impl<'s> Builder<'s> {
         Ok(out)
     }
 
-    fn visit(&mut self, run: &mut Run<'_>, key: Vec<u8>, entry: Option<Entry>) {
-        let Some(mut e) = entry else { return };
+    fn visit(&mut self, run: &mut Run<'_>, key: Vec<u8>, entry: Option<Entry>) -> Result<()> {
+        let Some(mut e) = entry else { return Ok(()) };
         if let Some(seen) = &mut run.seen {
             if !seen.insert(key.clone()) {
-                return;
+                return Ok(());
             }
         }
         run.out.matched += 1;
         match run.purge.mode {
             Mode::Hard => {
                 delete_entry(&mut self.batch, &self.cfs, &e);
+                self.store.drop_objects_of(&mut self.batch, &self.cfs, &e.key, &mut self.dropped)?;
                 let point = codec::point(&key);
                 run.span = Some(match run.span.take() {
                     Some(s) => s.span(&point),
@@ -113,8 +123,10 @@ impl<'s> Builder<'s> {
                 let fresh = !e.stale;
                 // Keep the earliest stale-since: purges can arrive out of order.
                 if fresh || e.stale_since_ms > run.purge.issued_at_ms {
+                    let at = run.purge.issued_at_ms;
+                    self.store.stale_objects_of(&mut self.batch, &self.cfs, &e.key, at, &self.dropped)?;
                     e.stale = true;
-                    e.stale_since_ms = run.purge.issued_at_ms;
+                    e.stale_since_ms = at;
                     self.batch.put_cf(self.cfs.entries, &key, codec::encode_entry(&e));
                     self.overlay.insert(key, Some(e));
                 }
@@ -123,6 +135,7 @@ impl<'s> Builder<'s> {
                 }
             }
         }
+        Ok(())
     }
 
     /// Matches the entries named by the index rows of `range`.
@@ -133,7 +146,7 @@ impl<'s> Builder<'s> {
         let keys = self.store.scan_keys(self.store.cf(cf)?, &range, u64::MAX, fields)?;
         let before = run.out.removed;
         for (k, e) in self.resolve(keys)? {
-            self.visit(run, k, e);
+            self.visit(run, k, e)?;
         }
         if run.out.removed - before >= COMPACT_MIN_REMOVED {
             self.dirty.push((cf, Some(range)));
@@ -153,6 +166,9 @@ impl<'s> Builder<'s> {
                 self.batch.delete_range_cf(cf, &all.lower, &all.upper);
                 self.dirty.push((name, None));
             }
+            for cf in [self.cfs.objects, self.cfs.bodies] {
+                self.batch.delete_range_cf(cf, &all.lower, &all.upper);
+            }
             self.wiped = true;
             self.overlay.clear();
             return Ok(());
@@ -167,7 +183,7 @@ impl<'s> Builder<'s> {
                 Some(known) => known.clone(),
                 None => Some(codec::decode_entry(k, v).map_err(corrupt("entry"))?),
             };
-            self.visit(run, k.to_vec(), e);
+            self.visit(run, k.to_vec(), e)?;
             Ok(true)
         })
     }
@@ -188,7 +204,7 @@ impl<'s> Builder<'s> {
                     } else {
                         self.store.fetch_entry(&key)?
                     };
-                    self.visit(&mut run, key, e);
+                    self.visit(&mut run, key, e)?;
                 }
                 Selector::Host(h) => self.index_scan(&mut run, CF_BY_HOST, Range::host(h), 2)?,
                 Selector::Prefix { host, path_prefix } => {
@@ -204,16 +220,28 @@ impl<'s> Builder<'s> {
             }
         }
         self.batch.put_cf(self.cfs.purges, codec::purge_key(purge), codec::encode_purge_record(purge, applied_at_ms));
+        self.seq += 1;
+        self.applied.push((self.seq, purge.clone()));
         Ok(run.out)
     }
 
-    fn commit(mut self) -> Result<()> {
+    /// Writes the batch; returns the purges with their sequence numbers for
+    /// the race check, which the caller records before it lets go of the
+    /// writer lock.
+    fn commit(mut self) -> Result<Vec<(u64, Purge)>> {
         self.batch.put_cf(self.cfs.meta, META_COUNT, codec::encode_u64(self.count));
+        self.batch.put_cf(self.cfs.meta, META_PURGE_SEQ, codec::encode_u64(self.seq));
         let store = self.store;
         store.db.write_opt(self.batch, &store.write_opts(store.opts.sync))?;
         store.count.store(self.count, Ordering::Release);
+        if self.wiped {
+            store.forget_all_objects();
+        } else {
+            store.forget_objects(&self.dropped);
+        }
+        store.purge_seq.store(self.seq, Ordering::Release);
         store.mark_dirty(self.dirty);
-        Ok(())
+        Ok(self.applied)
     }
 }
 
@@ -233,14 +261,16 @@ impl Store {
     }
 
     fn apply_each<'p>(&self, purges: impl Iterator<Item = (&'p Purge, u64)>) -> Result<Vec<ApplyOutcome>> {
-        let _w = self.lock_writer();
+        let mut w = self.lock_writer();
         let mut b = Builder::new(self)?;
         let mut outcomes = Vec::new();
         for (purge, at) in purges {
             outcomes.push(b.apply(purge, at)?);
         }
         if !outcomes.is_empty() {
-            b.commit()?;
+            for (seq, purge) in b.commit()? {
+                w.recent.push(seq, purge);
+            }
         }
         Ok(outcomes)
     }

@@ -11,6 +11,7 @@ use purgecast_core::wire::{purge_from, purge_to};
 use purgecast_core::Purge;
 use purgecast_proto::wire as pb;
 
+use super::objects::{ObjectId, ObjectRecord};
 use super::Entry;
 
 /// Format byte of every value this build writes.
@@ -18,8 +19,9 @@ pub(crate) const VALUE_V1: u8 = 1;
 const SEP: u8 = 0;
 
 /// Above every key the store writes: keys are UTF-8 text (which never
-/// contains 0xff) or 24-byte purge-log keys (shorter than this).
-const TOP: [u8; 25] = [0xff; 25];
+/// contains 0xff), 24-byte purge-log keys or object keys of at most 36
+/// bytes (all shorter than this).
+const TOP: [u8; 40] = [0xff; 40];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 pub enum CodecError {
@@ -132,6 +134,68 @@ pub(crate) fn purge_key(p: &Purge) -> [u8; 24] {
     k[..8].copy_from_slice(&p.stream.origin.0.to_be_bytes());
     k[8..16].copy_from_slice(&p.stream.epoch.to_be_bytes());
     k[16..].copy_from_slice(&p.seq.to_be_bytes());
+    k
+}
+
+/// Objects: fixed-width numbers first, so a start-up scan reads the size
+/// without decoding the rest.
+/// `V1 | body_len | stale_since_ms | stored_seq | expires_at_ms` (u64 BE)
+/// `| url_len (u32 BE) | url | internal_len (u32 BE) | internal | header`.
+pub(crate) fn encode_object(r: &ObjectRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(41 + 8 + r.url.len() + r.meta_internal.len() + r.meta_header.len());
+    out.push(VALUE_V1);
+    for n in [r.body_len, r.stale_since_ms, r.stored_seq, r.expires_at_ms] {
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+    for part in [r.url.as_bytes(), &r.meta_internal] {
+        out.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(&r.meta_header);
+    out
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        if self.0.len() < n {
+            return Err(CodecError::Decode(format!("object record truncated (wanted {n} more bytes)")));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u64(&mut self) -> Result<u64, CodecError> {
+        let b: [u8; 8] = self.take(8)?.try_into().map_err(|_| CodecError::Key(8))?;
+        Ok(u64::from_be_bytes(b))
+    }
+
+    fn sized(&mut self) -> Result<&'a [u8], CodecError> {
+        let b: [u8; 4] = self.take(4)?.try_into().map_err(|_| CodecError::Key(4))?;
+        self.take(u32::from_be_bytes(b) as usize)
+    }
+}
+
+pub(crate) fn decode_object(value: &[u8]) -> Result<ObjectRecord, CodecError> {
+    let mut r = Reader(unversioned(value)?);
+    let (body_len, stale_since_ms, stored_seq, expires_at_ms) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+    let url = std::str::from_utf8(r.sized()?).map_err(|_| CodecError::Utf8)?.to_string();
+    let meta_internal = r.sized()?.to_vec();
+    let meta_header = r.0.to_vec();
+    Ok(ObjectRecord { url, body_len, stale_since_ms, stored_seq, expires_at_ms, meta_internal, meta_header })
+}
+
+/// Only the body size of an object record.
+pub(crate) fn decode_object_len(value: &[u8]) -> Result<u64, CodecError> {
+    Reader(unversioned(value)?).u64()
+}
+
+pub(crate) fn chunk_key(id: &ObjectId, index: u32) -> [u8; 36] {
+    let mut k = [0u8; 36];
+    k[..32].copy_from_slice(id);
+    k[32..].copy_from_slice(&index.to_be_bytes());
     k
 }
 

@@ -73,7 +73,7 @@ pub(crate) fn delete_entry(batch: &mut WriteBatch, cfs: &Cfs<'_>, e: &Entry) {
 /// Writes `new` and moves its index rows from what `old` had: only rows
 /// that differ are touched, so a re-put of an unchanged entry leaves no
 /// tombstones behind.
-fn put_entry(batch: &mut WriteBatch, cfs: &Cfs<'_>, new: &Entry, old: Option<&Entry>) {
+pub(crate) fn put_entry(batch: &mut WriteBatch, cfs: &Cfs<'_>, new: &Entry, old: Option<&Entry>) {
     let old_host = old.map(|o| codec::host_row(&o.host, &o.path, &o.key));
     let new_host = codec::host_row(&new.host, &new.path, &new.key);
     if old_host.as_ref() != Some(&new_host) {
@@ -188,12 +188,13 @@ impl Store {
             let removed = self.count_all();
             let all = Range::all();
             let mut batch = WriteBatch::default();
-            for cf in [cfs.entries, cfs.by_host, cfs.by_tag] {
+            for cf in [cfs.entries, cfs.by_host, cfs.by_tag, cfs.objects, cfs.bodies] {
                 batch.delete_range_cf(cf, &all.lower, &all.upper);
             }
             batch.put_cf(cfs.meta, META_COUNT, codec::encode_u64(0));
             self.db.write_opt(batch, &self.write_opts(self.opts.sync))?;
             self.count.store(0, Ordering::Release);
+            self.forget_all_objects();
             removed
         };
         // Outside the writer lock: purges need not wait for the compaction.
@@ -228,14 +229,17 @@ impl Store {
             return Ok(0);
         }
         let mut batch = WriteBatch::default();
+        let mut dropped = super::objects::Dropped::default();
         for e in &expired {
             delete_entry(&mut batch, &cfs, e);
+            self.drop_objects_of(&mut batch, &cfs, &e.key, &mut dropped)?;
         }
         let removed = expired.len() as u64;
         let count = self.count_all().saturating_sub(removed);
         batch.put_cf(cfs.meta, META_COUNT, codec::encode_u64(count));
         self.db.write_opt(batch, &self.write_opts(false))?;
         self.count.store(count, Ordering::Release);
+        self.forget_objects(&dropped);
         Ok(removed)
     }
 }

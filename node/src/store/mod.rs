@@ -7,7 +7,9 @@
 //! - `by_tag`: `tag \0 key` -> empty.
 //! - `purges`: applied-purge log, `origin | epoch | seq` (u64 BE each) ->
 //!   the purge and when it was applied, to restore the engine on restart.
-//! - `meta`: entry counter, boot epoch, format version, small node values.
+//! - `meta`: entry counter, boot epoch, purge sequence, format version,
+//!   small node values.
+//! - `objects`, `bodies`: the edge's cached responses (see [`objects`]).
 //!
 //! Every change to an entry changes its index rows and the entry counter in
 //! the same `WriteBatch`, and a purge's effects and its log record are one
@@ -26,6 +28,7 @@ mod codec;
 mod compact;
 mod entries;
 mod log;
+mod objects;
 mod open;
 mod scan;
 
@@ -35,6 +38,8 @@ mod prop_tests;
 mod tests;
 #[cfg(test)]
 mod tests_durable;
+#[cfg(test)]
+mod tests_objects;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -47,8 +52,10 @@ pub use codec::CodecError;
 #[cfg(any(test, feature = "test-util"))]
 pub use entries::IndexStats;
 pub use entries::{EntryInput, MAX_TAGS};
+pub use objects::{object_id, url_hash, Fill, FillOutcome, ObjectId, ObjectRecord, CHUNK_BYTES};
 
 use compact::Dirty;
+use objects::RecentPurges;
 
 /// Format of the whole database; bumped when a layout changes incompatibly.
 pub const FORMAT_VERSION: u64 = 1;
@@ -58,10 +65,13 @@ const CF_BY_HOST: &str = "by_host";
 const CF_BY_TAG: &str = "by_tag";
 const CF_PURGES: &str = "purges";
 const CF_META: &str = "meta";
+const CF_OBJECTS: &str = "objects";
+const CF_BODIES: &str = "bodies";
 
 const META_FORMAT: &[u8] = b"s/format";
 const META_COUNT: &[u8] = b"s/entry_count";
 const META_BOOT: &[u8] = b"s/boot_epoch";
+const META_PURGE_SEQ: &[u8] = b"s/purge_seq";
 /// Callers' keys live under their own prefix so they cannot clobber ours.
 const META_USER: &[u8] = b"u/";
 
@@ -138,6 +148,8 @@ impl Entry {
 struct Writer {
     /// Where the next expiry sweep resumes.
     expiry_cursor: Option<Vec<u8>>,
+    /// Purges applied lately, for the fill/purge race check.
+    recent: RecentPurges,
 }
 
 pub struct Store {
@@ -148,6 +160,11 @@ pub struct Store {
     /// changes it, mirrored here for lock-free reads.
     count: AtomicU64,
     dirty: Mutex<Dirty>,
+    /// Purges applied so far (persisted in `meta` with each purge batch).
+    purge_seq: AtomicU64,
+    /// Stored objects and their body bytes (counted at open).
+    objects: AtomicU64,
+    object_bytes: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {

@@ -2,7 +2,7 @@
 //! the entry counter.
 
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
@@ -38,6 +38,8 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_BY_TAG, cf_options(&opts, &cache, false)),
             ColumnFamilyDescriptor::new(CF_PURGES, small_cf_options(&cache)),
             ColumnFamilyDescriptor::new(CF_META, small_cf_options(&cache)),
+            ColumnFamilyDescriptor::new(CF_OBJECTS, cf_options(&opts, &cache, true)),
+            ColumnFamilyDescriptor::new(CF_BODIES, body_cf_options(&opts, &cache)),
         ];
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
         let store = Store {
@@ -46,10 +48,27 @@ impl Store {
             writer: Mutex::new(Writer::default()),
             count: AtomicU64::new(0),
             dirty: Mutex::new(Dirty::default()),
+            purge_seq: AtomicU64::new(0),
+            objects: AtomicU64::new(0),
+            object_bytes: AtomicU64::new(0),
         };
         store.check_format()?;
         let count = store.load_count()?;
-        store.count.store(count, std::sync::atomic::Ordering::Release);
+        store.count.store(count, Ordering::Release);
+        let seq = match store.db.get_pinned_cf(store.cf(CF_META)?, META_PURGE_SEQ)? {
+            Some(v) => codec::decode_u64(&v).map_err(corrupt("purge sequence"))?,
+            None => 0,
+        };
+        store.purge_seq.store(seq, Ordering::Release);
+        // No fill survives a restart, so none can predate this point.
+        store.lock_writer().recent = RecentPurges::starting_at(seq);
+        let (mut objects, mut bytes) = (0u64, 0u64);
+        store.each_object(|_, len| {
+            objects += 1;
+            bytes += len;
+        })?;
+        store.objects.store(objects, Ordering::Release);
+        store.object_bytes.store(bytes, Ordering::Release);
         Ok(store)
     }
 
@@ -102,6 +121,22 @@ fn cf_options(opts: &StoreOptions, cache: &Cache, bloom: bool) -> Options {
     o.set_compression_type(DBCompressionType::None);
     o.set_level_compaction_dynamic_level_bytes(true);
     o.add_compact_on_deletion_collector_factory(DELETION_WINDOW, DELETION_TRIGGER, DELETION_RATIO);
+    o
+}
+
+/// Bodies go to blob files: the LSM tree then holds only small pointers,
+/// so compactions do not rewrite megabytes of body, and garbage collection
+/// reclaims purged bodies as their blob files age.
+fn body_cf_options(opts: &StoreOptions, cache: &Cache) -> Options {
+    let mut o = Options::default();
+    o.set_block_based_table_factory(&table_options(cache, false));
+    o.set_write_buffer_size(opts.write_buffer_bytes);
+    o.set_compression_type(DBCompressionType::None);
+    o.set_enable_blob_files(true);
+    o.set_min_blob_size(4096);
+    o.set_blob_file_size(256 << 20);
+    o.set_enable_blob_gc(true);
+    o.set_blob_gc_age_cutoff(0.25);
     o
 }
 

@@ -13,6 +13,8 @@ pub(crate) struct Cfs<'a> {
     pub by_tag: &'a ColumnFamily,
     pub purges: &'a ColumnFamily,
     pub meta: &'a ColumnFamily,
+    pub objects: &'a ColumnFamily,
+    pub bodies: &'a ColumnFamily,
 }
 
 /// Every iterator gets explicit bounds: RocksDB then stops at the bound
@@ -33,6 +35,8 @@ impl Store {
             by_tag: self.cf(CF_BY_TAG)?,
             purges: self.cf(CF_PURGES)?,
             meta: self.cf(CF_META)?,
+            objects: self.cf(CF_OBJECTS)?,
+            bodies: self.cf(CF_BODIES)?,
         })
     }
 
