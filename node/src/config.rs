@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use purgecast_core::Config as ProtocolConfig;
 use serde::{Deserialize, Serialize};
 
+pub use crate::edge::EdgeConfig;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -49,6 +51,8 @@ pub struct NodeConfig {
     /// The protocol's parameters: core's own `Config`, durations as
     /// human strings ("500ms", "24h").
     pub protocol: ProtocolConfig,
+    /// The HTTP cache in front of origins (off unless `edge.listen` is set).
+    pub edge: EdgeConfig,
     /// Test-only: JSON file of per-destination delay/loss for the QUIC socket.
     pub wan_emulation: Option<PathBuf>,
     /// "text" or "json".
@@ -79,6 +83,7 @@ impl Default for NodeConfig {
             tls: TlsConfig::default(),
             api_tokens: Vec::new(),
             protocol: ProtocolConfig::default(),
+            edge: EdgeConfig::default(),
             wan_emulation: None,
             log_format: "text".into(),
         }
@@ -127,6 +132,7 @@ impl NodeConfig {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return bad("log_format", "must be \"text\" or \"json\"");
         }
+        self.edge.validate()?;
         Ok(self.protocol.validate()?)
     }
 }

@@ -7,6 +7,7 @@
 //! - `transport`: QUIC between nodes (mutual TLS from [`tls`]);
 //! - [`store`]: the RocksDB cache index and purge log;
 //! - `api`: the gRPC services clients call;
+//! - `edge`: the HTTP cache in front of origins, stored in the same store;
 //! - `metrics`: Prometheus and the HTTP health checks;
 //! - `health`: readiness as named conditions, shared by HTTP and gRPC;
 //! - [`tools`]: operator commands that are not part of a running node
@@ -15,6 +16,7 @@
 mod api;
 mod clock;
 pub mod config;
+mod edge;
 mod health;
 mod metrics;
 mod protocol;

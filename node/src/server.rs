@@ -12,6 +12,7 @@ use tonic::{Request, Status};
 
 use crate::api::{IndexService, PurgerService};
 use crate::config::{ConfigError, NodeConfig};
+use crate::edge;
 use crate::health::{Health, SERVING};
 use crate::metrics as node_metrics;
 use crate::protocol::{self, applier, Channels, Driver};
@@ -36,6 +37,8 @@ pub enum NodeError {
     Wan(#[from] crate::transport::wan::WanError),
     #[error("grpc server: {0}")]
     Grpc(String),
+    #[error("edge: {0}")]
+    Edge(#[from] crate::edge::EdgeError),
 }
 
 /// Runs a node until `shutdown` turns true.
@@ -72,9 +75,14 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let apply = applier::spawn(store.clone(), protocol.retention, done_tx, health.clone());
     let (handle, commands) = protocol::command_channel(me.clone());
-    let driver = Driver::new(engine, transport.clone(), apply, started, cfg.seeds.clone());
+    // A node with nothing stored, or no cluster to hear from, has nothing
+    // it could serve that the cluster purged while it was away.
+    let (caught_up_tx, caught_up) = watch::channel(cfg.seeds.is_empty() || store.object_stats().0 == 0);
+    let driver = Driver::new(engine, transport.clone(), apply, started, cfg.seeds.clone(), caught_up_tx);
     let channels = Channels { inbound, done: done_rx, commands, shutdown: shutdown.clone() };
     let driver_task = tokio::spawn(driver.run(channels));
+
+    let edge = edge::start(&cfg.edge, store.clone(), caught_up, shutdown.clone()).await?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health.spawn_grpc_mirror(health_reporter, vec![purger_name(), index_name()]);
@@ -104,7 +112,8 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
             stopping.set_condition(SERVING, Err("shutting down".into()));
         });
     health.set_condition(SERVING, Ok(()));
-    tracing::info!(api = %cfg.listen_api, peer = %cfg.listen_peer, metrics = %cfg.listen_metrics, "node ready");
+    let edge = edge.map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(api = %cfg.listen_api, peer = %cfg.listen_peer, metrics = %cfg.listen_metrics, %edge, "node ready");
     let served = grpc.await;
     health.set_condition(SERVING, Err("stopped".into()));
     let _ = shutdown.wait_for(|s| *s).await;

@@ -16,6 +16,7 @@ use tonic::transport::Channel;
 pub const POLL: Duration = Duration::from_millis(20);
 
 pub mod fidelity;
+pub mod http;
 pub mod metrics;
 
 /// Path of a binary built from this workspace, next to the test binary's
@@ -55,6 +56,10 @@ pub struct Opts {
     /// Data directory of node `i` when not `<node dir>/data` (e.g. on a
     /// small filesystem the test fills up).
     pub data_dirs: Vec<(usize, PathBuf)>,
+    /// Turn every node's edge on, in front of this origin (`host:port`).
+    pub edge_origin: Option<String>,
+    /// Extra `key = value` lines for the `[edge]` section.
+    pub edge: Vec<(String, String)>,
 }
 
 impl Default for Opts {
@@ -69,7 +74,16 @@ impl Default for Opts {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        Opts { pops: 1, tokens: Vec::new(), protocol, wan: false, locations: Vec::new(), data_dirs: Vec::new() }
+        Opts {
+            pops: 1,
+            tokens: Vec::new(),
+            protocol,
+            wan: false,
+            locations: Vec::new(),
+            data_dirs: Vec::new(),
+            edge_origin: None,
+            edge: Vec::new(),
+        }
     }
 }
 
@@ -78,6 +92,8 @@ pub struct Node {
     pub api: SocketAddr,
     pub peer: SocketAddr,
     pub metrics: SocketAddr,
+    /// The HTTP edge's address (listening only when the test turns it on).
+    pub edge: SocketAddr,
     pub dir: PathBuf,
     pub config: PathBuf,
     child: Option<Child>,
@@ -93,6 +109,7 @@ impl Node {
             api: SocketAddr::from(([127, 0, 0, 1], free_tcp()?)),
             peer: SocketAddr::from(([127, 0, 0, 1], free_udp()?)),
             metrics: SocketAddr::from(([127, 0, 0, 1], free_tcp()?)),
+            edge: SocketAddr::from(([127, 0, 0, 1], free_tcp()?)),
             config: dir.join("config.toml"),
             dir,
             child: None,
@@ -302,10 +319,19 @@ pub fn config_text(node: &Node, certs: &Path, seeds: &[SocketAddr], opts: &Opts,
     } else {
         String::new()
     };
+    let edge = match &opts.edge_origin {
+        Some(origin) => {
+            let extra: String = opts.edge.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+            // An empty origin: no default, only the hosts `edge` lists.
+            let default = if origin.is_empty() { String::new() } else { format!("default_origin = \"{origin}\"\n") };
+            format!("[edge]\nlisten = \"{}\"\n{default}{extra}", node.edge)
+        }
+        None => String::new(),
+    };
     format!(
         "name = \"{name}\"\nlisten_peer = \"{peer}\"\nlisten_api = \"{api}\"\nlisten_metrics = \"{metrics}\"\n\
          data_dir = \"{data}\"\nseeds = [{seeds}]\npop = \"{pop}\"\nregion = \"{region}\"\napi_tokens = [{tokens}]\n{wan}\
-         [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n[protocol]\n{protocol}",
+         [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n[protocol]\n{protocol}{edge}",
         name = node.name,
         peer = node.peer,
         api = node.api,

@@ -76,6 +76,9 @@ pub struct Driver {
     /// The configured seeds: the engine names them by index
     /// (`Output::SendSeed`).
     seeds: Vec<String>,
+    /// Turned true on `Event::CaughtUp` (the edge serves stored objects
+    /// only from then on).
+    caught_up: watch::Sender<bool>,
 }
 
 pub struct Channels {
@@ -97,10 +100,20 @@ impl Driver {
         apply: std_mpsc::SyncSender<Job>,
         started: Instant,
         seeds: Vec<String>,
+        caught_up: watch::Sender<bool>,
     ) -> Driver {
         let now = Time::from_micros(started.elapsed().as_micros() as u64);
         engine.set_seeds(now, &seeds);
-        Driver { engine, transport, apply, backlog: VecDeque::new(), started, waiting: HashMap::new(), seeds }
+        Driver {
+            engine,
+            transport,
+            apply,
+            backlog: VecDeque::new(),
+            started,
+            waiting: HashMap::new(),
+            seeds,
+            caught_up,
+        }
     }
 
     fn now(&self) -> Time {
@@ -289,6 +302,10 @@ impl Driver {
             Event::PurgeComplete { id, after } => {
                 metrics::histogram!("purgecast_purge_completion_seconds").record(after.as_secs_f64());
                 tracing::info!(%id, ms = after.as_secs_f64() * 1000.0, "purge complete on every live member");
+            }
+            Event::CaughtUp { with } => {
+                tracing::info!(peer = %with, "caught up with the cluster: stored objects may be served");
+                self.caught_up.send_replace(true);
             }
             Event::Rejected { from, kind, reason } => {
                 metrics::counter!("purgecast_peer_messages_rejected_total", "kind" => kind).increment(1);

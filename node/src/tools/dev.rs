@@ -20,7 +20,8 @@ pub struct DevArgs {
     /// Working directory for data, certificates, configs and logs.
     #[arg(long, default_value = ".purgecast-dev")]
     pub dir: PathBuf,
-    /// Node i listens on base+i (gRPC), base+1000+i (peers), base+2000+i (metrics).
+    /// Node i listens on base+i (gRPC), base+1000+i (peers), base+2000+i
+    /// (metrics), base+3000+i (HTTP edge); the demo origin on base+4000.
     #[arg(long, default_value_t = 7100)]
     pub base_port: u16,
     /// Spread the nodes over this many PoPs (dev-pop-0 ...), round robin.
@@ -35,6 +36,13 @@ pub struct DevArgs {
     /// Bearer token the nodes' APIs require (none by default).
     #[arg(long)]
     pub token: Option<String>,
+    /// The site the edges cache (`http://host[:port]`, any Host header is
+    /// passed through). Default: a built-in demo origin (`purgecast origin`).
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// Start the nodes without their HTTP edges.
+    #[arg(long)]
+    pub no_edge: bool,
 }
 
 #[derive(Serialize)]
@@ -44,15 +52,35 @@ pub struct ClusterNode {
     pub grpc: String,
     pub peer: String,
     pub metrics: String,
+    /// The node's HTTP cache (`http://IP:PORT`), when on.
+    pub edge: Option<String>,
     pub pid: u32,
 }
 
 #[derive(Serialize)]
 pub struct ClusterFile {
     pub nodes: Vec<ClusterNode>,
+    /// The origin the edges fetch from (`host:port`), when they are on.
+    pub origin: Option<String>,
 }
 
-fn node_config(args: &DevArgs, i: usize, certs: &Path) -> anyhow::Result<NodeConfig> {
+/// `http://host[:port]` to the edge's `host:port`.
+fn origin_upstream(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("--origin {url}: only http:// origins (the edge does not speak TLS to origins)"))?;
+    let hostport = rest.split('/').next().unwrap_or_default();
+    if hostport.is_empty() {
+        bail!("--origin {url}: no host");
+    }
+    Ok(if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    })
+}
+
+fn node_config(args: &DevArgs, i: usize, certs: &Path, origin: Option<&str>) -> anyhow::Result<NodeConfig> {
     let name = format!("node-{i}");
     let port = |offset: u16| -> anyhow::Result<u16> {
         let p = usize::from(args.base_port) + usize::from(offset) + i;
@@ -63,8 +91,14 @@ fn node_config(args: &DevArgs, i: usize, certs: &Path) -> anyhow::Result<NodeCon
         .filter(|j| *j != i)
         .map(|j| port(1000).map(|_| format!("127.0.0.1:{}", usize::from(args.base_port) + 1000 + j)))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut edge = crate::config::EdgeConfig::default();
+    if let Some(origin) = origin {
+        edge.listen = Some(([127, 0, 0, 1], port(3000)?).into());
+        edge.default_origin = Some(origin.to_string());
+    }
     Ok(NodeConfig {
         name,
+        edge,
         listen_peer: ([127, 0, 0, 1], port(1000)?).into(),
         listen_api: ([127, 0, 0, 1], port(0)?).into(),
         listen_metrics: ([127, 0, 0, 1], port(2000)?).into(),
@@ -109,15 +143,17 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         // without it stopping the nodes first.
         let mut stop = StopSignals::install()?;
         let mut children: Vec<(NodeConfig, Child)> = Vec::new();
+        // The edges' upstream, and the demo origin's process when it is ours.
+        let mut origin: (Option<String>, Option<Child>) = (None, None);
         let started = tokio::select! {
-            r = start_all(&args, &certs, &exe, &mut children) => r.map(|()| true),
+            r = start_all(&args, &certs, &exe, &mut children, &mut origin) => r.map(|()| true),
             s = stop.recv() => {
                 eprintln!("{s}: stopping before the cluster was up");
                 Ok(false)
             }
         };
         let result = match started {
-            Ok(true) => match announce(&args, &children) {
+            Ok(true) => match announce(&args, &children, origin.0.as_deref()) {
                 Ok(()) => supervise(&mut children, &mut stop).await,
                 Err(e) => Err(e),
             },
@@ -125,12 +161,13 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             Err(e) => Err(e),
         };
         stop_children(children.iter_mut().map(|(_, c)| c), Duration::from_secs(5)).await;
+        stop_children(origin.1.iter_mut(), Duration::from_secs(5)).await;
         result
     })
 }
 
 /// Writes the cluster file and tells the user, once the cluster is whole.
-fn announce(args: &DevArgs, children: &[(NodeConfig, Child)]) -> anyhow::Result<()> {
+fn announce(args: &DevArgs, children: &[(NodeConfig, Child)], origin: Option<&str>) -> anyhow::Result<()> {
     let file = ClusterFile {
         nodes: children
             .iter()
@@ -140,19 +177,25 @@ fn announce(args: &DevArgs, children: &[(NodeConfig, Child)]) -> anyhow::Result<
                 grpc: format!("http://{}", c.listen_api),
                 peer: c.listen_peer.to_string(),
                 metrics: format!("http://{}/metrics", c.listen_metrics),
+                edge: c.edge.listen.map(|a| format!("http://{a}")),
                 pid: child.id(),
             })
             .collect(),
+        origin: origin.map(str::to_string),
     };
     let path = args.cluster_file.clone().unwrap_or_else(|| args.dir.join("cluster.json"));
     std::fs::write(&path, serde_json::to_string_pretty(&file)?)?;
     let n = file.nodes.len();
     println!("purgecast dev cluster: {n} nodes, every one sees all {n} alive (Ctrl-C or SIGTERM stops them)");
     for node in &file.nodes {
+        let edge = node.edge.as_deref().map(|e| format!("  edge {e}")).unwrap_or_default();
         println!(
-            "  {:<10} grpc {}  peer {}  metrics {}  pid {}",
+            "  {:<10} grpc {}  peer {}  metrics {}{edge}  pid {}",
             node.name, node.grpc, node.peer, node.metrics, node.pid
         );
+    }
+    if let (Some(origin), Some(edge)) = (origin, file.nodes[0].edge.as_deref()) {
+        println!("edges cache origin {origin}; try: curl -si -H 'Host: demo.test' {edge}/products/1");
     }
     println!("cluster file: {}", path.display());
     println!("logs: {}/node-*/node.log", args.dir.display());
@@ -167,9 +210,29 @@ async fn start_all(
     certs: &Path,
     exe: &Path,
     children: &mut Vec<(NodeConfig, Child)>,
+    origin: &mut (Option<String>, Option<Child>),
 ) -> anyhow::Result<()> {
+    let upstream = match (&args.origin, args.no_edge) {
+        (_, true) => None,
+        (Some(url), false) => Some(origin_upstream(url)?),
+        (None, false) => {
+            let port = usize::from(args.base_port) + 4000;
+            let addr: std::net::SocketAddr =
+                ([127, 0, 0, 1], u16::try_from(port).context("demo origin port out of range: lower --base-port")?)
+                    .into();
+            let log = std::fs::File::create(args.dir.join("origin.log"))?;
+            let mut cmd = Command::new(exe);
+            cmd.arg("origin").arg("--listen").arg(addr.to_string()).stdin(Stdio::null()).stdout(log.try_clone()?);
+            cmd.stderr(log);
+            die_with_parent(&mut cmd);
+            let child = origin.1.insert(cmd.spawn().context("starting the demo origin")?);
+            wait_port(addr, child, Duration::from_secs(30)).await?;
+            Some(addr.to_string())
+        }
+    };
+    origin.0.clone_from(&upstream);
     for i in 0..args.nodes {
-        let cfg = node_config(args, i, certs)?;
+        let cfg = node_config(args, i, certs, upstream.as_deref())?;
         let node_dir = args.dir.join(&cfg.name);
         std::fs::create_dir_all(&node_dir)?;
         let cfg_path = node_dir.join("config.toml");

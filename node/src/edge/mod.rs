@@ -1,0 +1,123 @@
+//! The edge: an HTTP caching reverse proxy inside the node, whose cache is
+//! the node's store, so a purge applied to the index is a purge of what
+//! this node serves. See docs/edge.md.
+//!
+//! - `proxy`: the request path (pingora's `ProxyHttp` phases);
+//! - `storage`: pingora-cache's `Storage` over the store;
+//! - `eviction`: the size bound;
+//! - `tags`: tag headers;
+//! - `metrics`: the edge's Prometheus series.
+//!
+//! pingora's `Server` owns its process and runtimes, so the edge is
+//! pingora's proxy *application*, fed connections by an accept loop on the
+//! node's own runtime.
+
+mod config;
+mod eviction;
+mod metrics;
+mod proxy;
+mod storage;
+mod tags;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::Stream;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::EdgeConfig;
+
+use crate::store::Store;
+use eviction::Lru;
+use storage::RocksStorage;
+use tags::Tags;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("cannot bind edge address {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot load the cache's eviction order: {0}")]
+    Load(#[from] crate::store::StoreError),
+    #[error("start-up task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Starts the edge when `cfg.listen` is set; returns the bound address.
+/// `caught_up` turns true once the node lacks no purge the cluster sent
+/// while it was down; until then stored objects are not served.
+pub(crate) async fn start(
+    cfg: &EdgeConfig,
+    store: Arc<Store>,
+    caught_up: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Option<SocketAddr>, EdgeError> {
+    let Some(addr) = cfg.listen else { return Ok(None) };
+    let listener = TcpListener::bind(addr).await.map_err(|source| EdgeError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| EdgeError::Bind { addr, source })?;
+    metrics::describe();
+
+    let lru = Lru::new(cfg.cache_bytes);
+    let tracked = {
+        let (lru, store) = (lru.clone(), store.clone());
+        tokio::task::spawn_blocking(move || {
+            let n = lru.load(&store)?;
+            lru.evict_over(&store);
+            Ok::<_, crate::store::StoreError>(n)
+        })
+        .await??
+    };
+    let (objects, bytes) = store.object_stats();
+    metrics::cached(objects, bytes);
+    // The storage and the lock live as long as the process: pingora's cache
+    // API takes them as `&'static`.
+    let storage: &'static RocksStorage =
+        Box::leak(Box::new(RocksStorage { store, lru, tags: Tags::new(&cfg.tag_headers) }));
+    let lock: &'static pingora_cache::lock::CacheKeyLockImpl =
+        Box::leak(pingora_cache::lock::CacheLock::new_boxed(cfg.lock_timeout));
+    spawn_caught_up_gauge(caught_up.clone());
+    let edge = proxy::Edge { cfg: cfg.clone(), storage, lock, defaults: proxy::defaults(cfg), caught_up };
+    let app = proxy::app(edge);
+    tokio::spawn(accept_loop(listener, app, shutdown));
+    tracing::info!(edge = %bound, objects, bytes, tracked, "edge listening");
+    Ok(Some(bound))
+}
+
+async fn accept_loop(listener: TcpListener, app: Arc<proxy::App>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let (tcp, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep going.
+                tracing::warn!(error = %e, "edge accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(tcp));
+            // Keep-alive: pingora hands a reusable connection back.
+            while let Some(next) = app.process_new(stream, &shutdown).await {
+                stream = next;
+            }
+        });
+    }
+}
+
+fn spawn_caught_up_gauge(mut rx: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            metrics::caught_up(*rx.borrow_and_update());
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
