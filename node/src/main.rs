@@ -1,4 +1,5 @@
-//! `purgecast`: run a node, generate certificates, or start a local cluster.
+//! `purgecast`: run a node, generate certificates, start a local cluster,
+//! or serve a test origin.
 
 use std::path::PathBuf;
 
@@ -6,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use purgecast_node::config::NodeConfig;
 use purgecast_node::server;
-use purgecast_node::tools::{certs, dev};
+use purgecast_node::tools::{certs, dev, origin};
 
 #[derive(Parser)]
 #[command(name = "purgecast", version, about = "Coreless peer-to-peer CDN purge node")]
@@ -25,6 +26,8 @@ enum Cmd {
     Certs(CertsArgs),
     /// Start a local N-node cluster on loopback (separate processes).
     Dev(dev::DevArgs),
+    /// Serve versioned, tagged test objects over HTTP, with a control API.
+    Origin(origin::OriginArgs),
 }
 
 /// Every flag overrides the config file; each has a PURGECAST_* variable.
@@ -167,6 +170,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Dev(args) => {
             init_logs("text");
             dev::run(args)
+        }
+        Cmd::Origin(args) => {
+            init_logs("text");
+            origin::run(args, wait_for_signal())
         }
     }
 }

@@ -27,6 +27,11 @@ use super::EdgeConfig;
 /// heuristically cacheable set, less 206: ranges are cut from full bodies).
 const CACHEABLE: [u16; 8] = [200, 203, 204, 300, 301, 308, 404, 410];
 
+/// Request headers larger than this, together, get 431 (pingora itself
+/// reads up to about a megabyte); as nginx's default of 4 x 8 KiB buffers,
+/// with room to spare for cookies.
+const MAX_HEADER_BYTES: usize = 64 << 10;
+
 pub(crate) struct Edge {
     pub cfg: EdgeConfig,
     pub storage: &'static RocksStorage,
@@ -108,6 +113,11 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let req = session.req_header();
+        let header_bytes: usize = req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+        if header_bytes + req.uri.to_string().len() > MAX_HEADER_BYTES {
+            return Edge::refuse(session, 431, "request headers too large").await;
+        }
         let host = session.req_header().headers.get(http::header::HOST).and_then(|h| h.to_str().ok());
         let Some(host) = host.and_then(|h| normalize_host(h).ok()) else {
             return Edge::refuse(session, 400, "a valid Host header is required").await;

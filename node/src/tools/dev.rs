@@ -277,3 +277,16 @@ async fn supervise(children: &mut [(NodeConfig, Child)], stop: &mut StopSignals)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::origin_upstream;
+
+    #[test]
+    fn an_origin_url_becomes_the_edges_upstream() {
+        assert_eq!(origin_upstream("http://example.com").unwrap(), "example.com:80");
+        assert_eq!(origin_upstream("http://127.0.0.1:8000/some/path").unwrap(), "127.0.0.1:8000");
+        assert!(origin_upstream("https://example.com").is_err(), "no TLS to origins");
+        assert!(origin_upstream("http:///x").is_err());
+    }
+}
