@@ -166,6 +166,15 @@ impl ProxyHttp for Edge {
         Ok(soft.map(|at| ForcedFreshness::ForceExpiredServeStale { expired_at: Some(at) }))
     }
 
+    /// Stale copies are served within their windows: the origin's
+    /// `stale-while-revalidate`/`stale-if-error`, or the operator's
+    /// defaults (`[edge]`), which are the out-of-band permission RFC 9111
+    /// asks for. pingora's default never serves stale while revalidating,
+    /// which would make a soft purge a blocking revalidation.
+    fn should_serve_stale(&self, _session: &mut Session, _ctx: &mut Ctx, error: Option<&Error>) -> bool {
+        error.is_none_or(|e| e.esource() == &pingora_error::ErrorSource::Upstream)
+    }
+
     fn cache_vary_filter(&self, meta: &CacheMeta, _ctx: &mut Ctx, req: &RequestHeader) -> Option<HashBinary> {
         let mut vary = VarianceBuilder::new();
         for value in meta.headers().get_all(http::header::VARY) {

@@ -24,8 +24,8 @@ use axum::Router;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-pub use state::GATE_MAX;
 use state::Origin;
+pub use state::GATE_MAX;
 
 /// In-flight requests get this long to finish after SIGTERM; held and
 /// delayed ones are released first, so it is only a backstop.

@@ -10,13 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::{serve, OriginArgs, TagsHeader};
 
 fn args() -> OriginArgs {
-    OriginArgs {
-        listen: ([127, 0, 0, 1], 0).into(),
-        max_age: 60,
-        swr: 0,
-        sie: 0,
-        tags_header: TagsHeader::CacheTag,
-    }
+    OriginArgs { listen: ([127, 0, 0, 1], 0).into(), max_age: 60, swr: 0, sie: 0, tags_header: TagsHeader::CacheTag }
 }
 
 async fn start(args: OriginArgs) -> SocketAddr {
@@ -62,10 +56,8 @@ async fn send(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &s
     let head = String::from_utf8(raw[..end].to_vec()).unwrap();
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers: Vec<_> = lines
-        .map(|l| l.split_once(':').unwrap())
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
+    let headers: Vec<_> =
+        lines.map(|l| l.split_once(':').unwrap()).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
     let reply = Reply { status, headers, body: raw[end + 4..].to_vec() };
     assert!(reply.header("transfer-encoding").is_none(), "this helper does not decode chunked bodies");
     reply
@@ -100,8 +92,8 @@ async fn objects_are_versioned_and_tagged() {
 
 #[tokio::test]
 async fn flags_shape_cache_control_and_tag_header() {
-    let addr = start(OriginArgs { max_age: 30, swr: 10, sie: 600, tags_header: TagsHeader::SurrogateKey, ..args() })
-        .await;
+    let addr =
+        start(OriginArgs { max_age: 30, swr: 10, sie: 600, tags_header: TagsHeader::SurrogateKey, ..args() }).await;
     let r = get(addr, "/img/a.png?tags=x").await;
     assert_eq!(r.header("cache-control"), Some("public, max-age=30, stale-while-revalidate=10, stale-if-error=600"));
     assert_eq!(r.header("surrogate-key"), Some("all img x"));
