@@ -184,6 +184,18 @@ impl Origin {
         Ok(self.control("GET", "/__origin/gate").await?["waiting"].as_u64().unwrap_or(0))
     }
 
+    /// Waits until a request is held at the closed gate.
+    pub async fn wait_held(&self, limit: Duration) -> Result<()> {
+        let start = std::time::Instant::now();
+        while self.waiting().await? == 0 {
+            if start.elapsed() > limit {
+                bail!("no request reached the origin within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
     /// Every object request answers `status` (0 = normal again).
     pub async fn fail(&self, status: u16) -> Result<()> {
         self.control("POST", &format!("/__origin/fail?status={status}")).await.map(drop)

@@ -140,13 +140,7 @@ async fn a_fill_in_flight_during_a_purge_is_not_stored() -> Result<()> {
     origin.gate(true).await?;
     let edge = c.nodes[0].edge;
     let fill = tokio::spawn(async move { http::get(edge, SITE, "/race/1", &[]).await });
-    let start = Instant::now();
-    while origin.waiting().await? == 0 {
-        if start.elapsed() > Duration::from_secs(10) {
-            bail!("the fill never reached the origin");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    origin.wait_held(Duration::from_secs(10)).await?;
     c.purge_and_wait(2, vec![url("http://site.test/race/1")], false).await?;
     origin.gate(false).await?;
     let old = fill.await??;
@@ -177,10 +171,7 @@ async fn fifty_concurrent_cold_gets_make_one_origin_request() -> Result<()> {
     let edge = c.nodes[0].edge;
     let tasks: Vec<_> =
         (0..50).map(|_| tokio::spawn(async move { http::get(edge, SITE, "/herd/1", &[]).await })).collect();
-    let start = Instant::now();
-    while origin.waiting().await? == 0 && start.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    origin.wait_held(Duration::from_secs(10)).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(origin.waiting().await?, 1, "the other 49 wait for the first fetch");
     origin.gate(false).await?;
