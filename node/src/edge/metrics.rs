@@ -30,6 +30,11 @@ pub(crate) fn bytes_served(n: usize) {
     counter!("purgecast_edge_hit_bytes_total").increment(n as u64);
 }
 
+/// Body bytes sent to clients, hits and misses alike.
+pub(crate) fn served(n: usize) {
+    counter!("purgecast_edge_served_bytes_total").increment(n as u64);
+}
+
 pub(crate) fn revalidated() {
     counter!("purgecast_edge_revalidations_total").increment(1);
 }
@@ -73,6 +78,7 @@ pub(crate) fn describe() {
         "purgecast_edge_collapsed_requests_total",
         "purgecast_edge_origin_errors_total",
         "purgecast_edge_hit_bytes_total",
+        "purgecast_edge_served_bytes_total",
         "purgecast_edge_revalidations_total",
         "purgecast_edge_evictions_total",
         "purgecast_edge_evicted_bytes_total",
