@@ -11,6 +11,7 @@ usage: check_manifests.py PURGECAST_BINARY
 """
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -266,6 +267,36 @@ def check_images(binary):
     print("images: both Dockerfiles share runtime settings; the image's node.toml loads")
 
 
+# ---------------------------------------------------------------- monitoring
+
+def check_monitoring():
+    """Both files parse and every rule is complete; which metrics they name
+    is checked against a running node by tests/tests/dashboards.rs."""
+    mon = DEPLOY / "monitoring"
+    rules = yaml.safe_load((mon / "alerts.yml").read_text())
+    names = []
+    for group in rules.get("groups", []):
+        for rule in group.get("rules", []):
+            name = rule.get("alert", "?")
+            names.append(name)
+            check(isinstance(rule.get("expr"), str) and rule["expr"].strip(), f"alerts.yml {name}: no expr")
+            check(rule.get("labels", {}).get("severity") in ("critical", "warning"), f"alerts.yml {name}: severity")
+            check(bool(rule.get("annotations", {}).get("summary")), f"alerts.yml {name}: no summary")
+    check(len(names) == len(set(names)) and names, f"alerts.yml: alert names {names}")
+    if shutil.which("promtool"):
+        out = subprocess.run(["promtool", "check", "rules", str(mon / "alerts.yml")],
+                             capture_output=True, text=True, timeout=60)
+        check(out.returncode == 0, f"promtool check rules: {out.stdout}{out.stderr}")
+    dash = json.loads((mon / "purgecast.json").read_text())
+    check([i["name"] for i in dash.get("__inputs", [])] == ["DS_PROMETHEUS"], "dashboard: the DS_PROMETHEUS input")
+    targets = [t for p in dash["panels"] for t in p.get("targets", [])]
+    check(targets and all(t.get("expr") for t in targets), "dashboard: a panel target without expr")
+    ids = [p["id"] for p in dash["panels"]]
+    check(len(ids) == len(set(ids)), "dashboard: panel ids repeat")
+    print(f"monitoring: {len(names)} alert rules, {len(dash['panels'])} dashboard panels"
+          + ("" if shutil.which("promtool") else " (no promtool: rules not compiled)"))
+
+
 # ---------------------------------------------------------------- docs/config.md
 
 def toml_repr(v):
@@ -319,6 +350,7 @@ def main():
         check_k8s(binary, Path(tmp))
         check_compose(binary)
         check_images(binary)
+        check_monitoring()
         check_config_doc(binary, Path(tmp))
     for f in FAILURES:
         print(f"FAIL: {f}", file=sys.stderr)
