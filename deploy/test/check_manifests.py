@@ -234,7 +234,17 @@ def check_compose(binary):
         data_volumes.add(mounts.get("/data"))
         published = {int(p.split(":")[2]) for p in s["ports"]}
         check(all(p.startswith("127.0.0.1:") for p in s["ports"]), f"compose {n}: publishes beyond loopback")
-        check(published == {port_of(cfg["listen_api"]), port_of(cfg["listen_metrics"])}, f"compose {n}: ports")
+        edge = cfg.get("edge", {})
+        check(host_of(edge.get("listen", "")) == "0.0.0.0", f"compose {n}: the edge must listen on all interfaces")
+        check(published == {port_of(cfg["listen_api"]), port_of(cfg["listen_metrics"]), port_of(edge.get("listen", ":0"))},
+              f"compose {n}: ports")
+        # The default origin is a service of this file, listening where the edge looks.
+        origin, _, origin_port = edge.get("default_origin", "").partition(":")
+        cmd = services.get(origin, {}).get("command", [])
+        listen = cmd[cmd.index("--listen") + 1] if "--listen" in cmd else ""
+        check(cmd[:1] == ["origin"] and listen == f"0.0.0.0:{origin_port}"
+              and set(services[origin].get("networks", [])) >= set(s["networks"]),
+              f"compose {n}: edge.default_origin {edge.get('default_origin')!r} is not the origin service")
         check(s["healthcheck"]["test"][0] == "CMD", f"compose {n}: health check")
     check(len(data_volumes) == len(nodes) and None not in data_volumes, "compose: one data volume per node")
     print(f"compose: {len(nodes)} nodes' environment accepted by the config loader")
