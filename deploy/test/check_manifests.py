@@ -109,12 +109,33 @@ def check_k8s(binary, tmp):
     check(headless["spec"].get("publishNotReadyAddresses") is True, "headless Service must publish not-ready pods")
     (container,) = pod["containers"]
     ports = {p["name"]: p for p in container["ports"]}
+    demo = one(docs, "Deployment")
+    (demo_container,) = demo["spec"]["template"]["spec"]["containers"]
+    demo_labels = demo["spec"]["template"]["metadata"]["labels"]
+    check(selects(demo["spec"]["selector"]["matchLabels"], demo_labels), "demo origin: selector does not match its pods")
+    check(not selects(spec["selector"]["matchLabels"], demo_labels), "the StatefulSet's selector takes the demo origin's pods")
+    check(not selects(demo["spec"]["selector"]["matchLabels"], labels), "the demo origin's selector takes the nodes' pods")
+    check(demo_labels.get("app.kubernetes.io/component") == "demo", "the demo origin is not labelled as a demo")
+    # Each Service selects the pods of one workload and targets its named ports.
+    workloads = {"StatefulSet": (labels, ports),
+                 "Deployment": (demo_labels, {p["name"]: p for p in demo_container["ports"]})}
+    services = {}
     for svc in (d for d in docs if d["kind"] == "Service"):
-        check(selects(svc["spec"]["selector"], labels), f"Service {svc['metadata']['name']} selects no pod")
+        name = svc["metadata"]["name"]
+        chosen = [k for k, (l, _) in workloads.items() if selects(svc["spec"]["selector"], l)]
+        if not check(len(chosen) == 1, f"Service {name} selects the pods of {chosen}, not of one workload"):
+            continue
+        services[name] = (svc, chosen[0])
         for p in svc["spec"]["ports"]:
-            target = ports.get(p["targetPort"])
+            target = workloads[chosen[0]][1].get(p["targetPort"])
             check(target is not None and target["protocol"] == p["protocol"],
-                  f"Service {svc['metadata']['name']} port {p['name']}: no container port {p['targetPort']}")
+                  f"Service {name} port {p['name']}: no container port {p['targetPort']}")
+    client_svc = [s for s, k in services.values() if k == "StatefulSet" and s["spec"].get("clusterIP") != "None"]
+    check(any(p["targetPort"] == "http" for s in client_svc for p in s["spec"]["ports"]),
+          "no client Service exposes the edge (container port http)")
+    demo_listen = demo_container["args"][demo_container["args"].index("--listen") + 1]
+    check(port_of(demo_listen) == {p["name"]: p for p in demo_container["ports"]}["http"]["containerPort"]
+          and host_of(demo_listen) == "0.0.0.0", f"demo origin listens on {demo_listen}, not on its container port")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         http = container.get(probe, {}).get("httpGet", {})
         check(http.get("port") in ports and http.get("path") in ("/readyz", "/healthz"), f"{probe} is not an HTTP health check")
@@ -177,6 +198,13 @@ def check_k8s(binary, tmp):
             check(port_of(cfg[key]) == ports[port]["containerPort"], f"{pod_name}: {key} is not container port {port}")
             check(host_of(cfg[key]) == "0.0.0.0", f"{pod_name}: {key} must listen on all interfaces in a pod")
         check(ports["peer"]["protocol"] == "UDP", "the peer port is QUIC: UDP")
+        edge = cfg.get("edge", {})
+        check(port_of(edge.get("listen", ":0")) == ports["http"]["containerPort"]
+              and host_of(edge.get("listen", "")) == "0.0.0.0", f"{pod_name}: edge.listen is not container port http on all interfaces")
+        origin_svc, _, origin_port = edge.get("default_origin", "").partition(":")
+        svc, kind = services.get(origin_svc, ({}, None))
+        check(kind == "Deployment" and any(p["port"] == int(origin_port or 0) for p in svc["spec"]["ports"]),
+              f"{pod_name}: edge.default_origin {edge.get('default_origin')!r} is not the demo origin's Service and port")
         data = to_local(cfg["data_dir"])
         check(data is not None and not local[cfg["data_dir"]][1], f"{pod_name}: data_dir is not a writable volume")
         for key in ("ca", "cert", "key"):
