@@ -11,6 +11,7 @@ usage: check_manifests.py PURGECAST_BINARY
 """
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -108,12 +109,33 @@ def check_k8s(binary, tmp):
     check(headless["spec"].get("publishNotReadyAddresses") is True, "headless Service must publish not-ready pods")
     (container,) = pod["containers"]
     ports = {p["name"]: p for p in container["ports"]}
+    demo = one(docs, "Deployment")
+    (demo_container,) = demo["spec"]["template"]["spec"]["containers"]
+    demo_labels = demo["spec"]["template"]["metadata"]["labels"]
+    check(selects(demo["spec"]["selector"]["matchLabels"], demo_labels), "demo origin: selector does not match its pods")
+    check(not selects(spec["selector"]["matchLabels"], demo_labels), "the StatefulSet's selector takes the demo origin's pods")
+    check(not selects(demo["spec"]["selector"]["matchLabels"], labels), "the demo origin's selector takes the nodes' pods")
+    check(demo_labels.get("app.kubernetes.io/component") == "demo", "the demo origin is not labelled as a demo")
+    # Each Service selects the pods of one workload and targets its named ports.
+    workloads = {"StatefulSet": (labels, ports),
+                 "Deployment": (demo_labels, {p["name"]: p for p in demo_container["ports"]})}
+    services = {}
     for svc in (d for d in docs if d["kind"] == "Service"):
-        check(selects(svc["spec"]["selector"], labels), f"Service {svc['metadata']['name']} selects no pod")
+        name = svc["metadata"]["name"]
+        chosen = [k for k, (l, _) in workloads.items() if selects(svc["spec"]["selector"], l)]
+        if not check(len(chosen) == 1, f"Service {name} selects the pods of {chosen}, not of one workload"):
+            continue
+        services[name] = (svc, chosen[0])
         for p in svc["spec"]["ports"]:
-            target = ports.get(p["targetPort"])
+            target = workloads[chosen[0]][1].get(p["targetPort"])
             check(target is not None and target["protocol"] == p["protocol"],
-                  f"Service {svc['metadata']['name']} port {p['name']}: no container port {p['targetPort']}")
+                  f"Service {name} port {p['name']}: no container port {p['targetPort']}")
+    client_svc = [s for s, k in services.values() if k == "StatefulSet" and s["spec"].get("clusterIP") != "None"]
+    check(any(p["targetPort"] == "http" for s in client_svc for p in s["spec"]["ports"]),
+          "no client Service exposes the edge (container port http)")
+    demo_listen = demo_container["args"][demo_container["args"].index("--listen") + 1]
+    check(port_of(demo_listen) == {p["name"]: p for p in demo_container["ports"]}["http"]["containerPort"]
+          and host_of(demo_listen) == "0.0.0.0", f"demo origin listens on {demo_listen}, not on its container port")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         http = container.get(probe, {}).get("httpGet", {})
         check(http.get("port") in ports and http.get("path") in ("/readyz", "/healthz"), f"{probe} is not an HTTP health check")
@@ -176,6 +198,13 @@ def check_k8s(binary, tmp):
             check(port_of(cfg[key]) == ports[port]["containerPort"], f"{pod_name}: {key} is not container port {port}")
             check(host_of(cfg[key]) == "0.0.0.0", f"{pod_name}: {key} must listen on all interfaces in a pod")
         check(ports["peer"]["protocol"] == "UDP", "the peer port is QUIC: UDP")
+        edge = cfg.get("edge", {})
+        check(port_of(edge.get("listen", ":0")) == ports["http"]["containerPort"]
+              and host_of(edge.get("listen", "")) == "0.0.0.0", f"{pod_name}: edge.listen is not container port http on all interfaces")
+        origin_svc, _, origin_port = edge.get("default_origin", "").partition(":")
+        svc, kind = services.get(origin_svc, ({}, None))
+        check(kind == "Deployment" and any(p["port"] == int(origin_port or 0) for p in svc["spec"]["ports"]),
+              f"{pod_name}: edge.default_origin {edge.get('default_origin')!r} is not the demo origin's Service and port")
         data = to_local(cfg["data_dir"])
         check(data is not None and not local[cfg["data_dir"]][1], f"{pod_name}: data_dir is not a writable volume")
         for key in ("ca", "cert", "key"):
@@ -233,7 +262,17 @@ def check_compose(binary):
         data_volumes.add(mounts.get("/data"))
         published = {int(p.split(":")[2]) for p in s["ports"]}
         check(all(p.startswith("127.0.0.1:") for p in s["ports"]), f"compose {n}: publishes beyond loopback")
-        check(published == {port_of(cfg["listen_api"]), port_of(cfg["listen_metrics"])}, f"compose {n}: ports")
+        edge = cfg.get("edge", {})
+        check(host_of(edge.get("listen", "")) == "0.0.0.0", f"compose {n}: the edge must listen on all interfaces")
+        check(published == {port_of(cfg["listen_api"]), port_of(cfg["listen_metrics"]), port_of(edge.get("listen", ":0"))},
+              f"compose {n}: ports")
+        # The default origin is a service of this file, listening where the edge looks.
+        origin, _, origin_port = edge.get("default_origin", "").partition(":")
+        cmd = services.get(origin, {}).get("command", [])
+        listen = cmd[cmd.index("--listen") + 1] if "--listen" in cmd else ""
+        check(cmd[:1] == ["origin"] and listen == f"0.0.0.0:{origin_port}"
+              and set(services[origin].get("networks", [])) >= set(s["networks"]),
+              f"compose {n}: edge.default_origin {edge.get('default_origin')!r} is not the origin service")
         check(s["healthcheck"]["test"][0] == "CMD", f"compose {n}: health check")
     check(len(data_volumes) == len(nodes) and None not in data_volumes, "compose: one data volume per node")
     print(f"compose: {len(nodes)} nodes' environment accepted by the config loader")
@@ -266,6 +305,36 @@ def check_images(binary):
     print("images: both Dockerfiles share runtime settings; the image's node.toml loads")
 
 
+# ---------------------------------------------------------------- monitoring
+
+def check_monitoring():
+    """Both files parse and every rule is complete; which metrics they name
+    is checked against a running node by tests/tests/dashboards.rs."""
+    mon = DEPLOY / "monitoring"
+    rules = yaml.safe_load((mon / "alerts.yml").read_text())
+    names = []
+    for group in rules.get("groups", []):
+        for rule in group.get("rules", []):
+            name = rule.get("alert", "?")
+            names.append(name)
+            check(isinstance(rule.get("expr"), str) and rule["expr"].strip(), f"alerts.yml {name}: no expr")
+            check(rule.get("labels", {}).get("severity") in ("critical", "warning"), f"alerts.yml {name}: severity")
+            check(bool(rule.get("annotations", {}).get("summary")), f"alerts.yml {name}: no summary")
+    check(len(names) == len(set(names)) and names, f"alerts.yml: alert names {names}")
+    if shutil.which("promtool"):
+        out = subprocess.run(["promtool", "check", "rules", str(mon / "alerts.yml")],
+                             capture_output=True, text=True, timeout=60)
+        check(out.returncode == 0, f"promtool check rules: {out.stdout}{out.stderr}")
+    dash = json.loads((mon / "purgecast.json").read_text())
+    check([i["name"] for i in dash.get("__inputs", [])] == ["DS_PROMETHEUS"], "dashboard: the DS_PROMETHEUS input")
+    targets = [t for p in dash["panels"] for t in p.get("targets", [])]
+    check(targets and all(t.get("expr") for t in targets), "dashboard: a panel target without expr")
+    ids = [p["id"] for p in dash["panels"]]
+    check(len(ids) == len(set(ids)), "dashboard: panel ids repeat")
+    print(f"monitoring: {len(names)} alert rules, {len(dash['panels'])} dashboard panels"
+          + ("" if shutil.which("promtool") else " (no promtool: rules not compiled)"))
+
+
 # ---------------------------------------------------------------- docs/config.md
 
 def toml_repr(v):
@@ -293,7 +362,10 @@ def check_config_doc(binary, tmp):
         if not check(row is not None, f"docs/config.md does not document `{key}`"):
             continue
         if not key.startswith("tls."):
-            check(row[0] == f"`{toml_repr(value)}`", f"docs/config.md: default of {key} is {row[0]}, the binary says {toml_repr(value)}")
+            # The default may be followed by a gloss: `1073741824` (1 GiB).
+            shown = f"`{toml_repr(value)}`"
+            check(row[0] == shown or row[0].startswith(shown + " "),
+                  f"docs/config.md: default of {key} is {row[0]}, the binary says {toml_repr(value)}")
     help_text = subprocess.run([binary, "run", "--help"], capture_output=True, text=True, timeout=30).stdout
     for key, row in rows.items():
         env = re.findall(r"`(PURGECAST_[A-Z_]+)`", " ".join(row[1:2]))
@@ -316,6 +388,7 @@ def main():
         check_k8s(binary, Path(tmp))
         check_compose(binary)
         check_images(binary)
+        check_monitoring()
         check_config_doc(binary, Path(tmp))
     for f in FAILURES:
         print(f"FAIL: {f}", file=sys.stderr)

@@ -8,7 +8,10 @@
 #   3. `docker network disconnect` one node, purge (it does not apply while
 #      cut off), reconnect: it catches up and is alive again;
 #   4. `stop` (every node exits 0), `down` keeping volumes, `up` again: data
-#      and purges survived, and the cluster still purges 5/5.
+#      and purges survived, and the cluster still purges 5/5;
+#   5. the HTTP edges in front of the demo origin: a miss then a hit on each
+#      node (Cache-Status), a purge by tag through node-2, then a miss on
+#      every node.
 # Everything the test created is removed at the end, also on failure.
 #
 #   deploy/test/container-test.sh [--profile debug|release]
@@ -192,6 +195,26 @@ done
 out="$(pc "$(api_port 5)" --json purge --tag brand --wait --timeout 30s)" || fail "purge after restart: $out"
 [ "$(json "$out" 'd["members_applied"]')" = 5 ] || fail "purge after restart not applied by 5: $out"
 log "step 4: data and purges survived the restart; a new purge applied 5/5"
+
+# ------------------------------------------------------------------ 5. edge
+log "step 5: the edges cache the demo origin's objects; a purge by tag through node-2 reaches every edge"
+for i in "${NODES[@]}"; do
+  wait_until "node-$i's edge has caught up" 60 edge_caught_up "$i"
+done
+obj="/edge/app.js?tags=edge-test"
+for i in "${NODES[@]}"; do
+  s="$(cache_status "$i" "$obj")"
+  is_miss "$s" || fail "the first GET through node-$i's edge is not a miss: Cache-Status '$s'"
+  s="$(cache_status "$i" "$obj")"
+  is_hit "$s" || fail "the second GET through node-$i's edge is not a hit: Cache-Status '$s'"
+done
+out="$(pc "$(api_port 2)" --json purge --tag edge-test --wait --timeout 30s)" || fail "edge purge: $out"
+[ "$(json "$out" 'd["members_applied"]')" = 5 ] || fail "edge purge applied by fewer than 5: $out"
+for i in "${NODES[@]}"; do
+  s="$(cache_status "$i" "$obj")"
+  is_miss "$s" || fail "node-$i's edge still serves the purged object: Cache-Status '$s'"
+done
+log "step 5: miss, hit, then after the purge (5/5 in $(json "$out" 'd["completion_ms"]') ms) a miss on every edge"
 
 # ------------------------------------------------------------------ teardown
 teardown

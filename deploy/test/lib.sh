@@ -5,24 +5,26 @@
 
 now_ms() { date +%s%3N; }
 
-# Node i's published ports. Defaults are the compose file's (710i, 730i);
-# another base is taken when something on the host already listens there.
+# Node i's published ports. Defaults are the compose file's (710i, 730i,
+# 740i); another base is taken when something on the host already listens
+# there.
 pick_ports() {
-  local base busy i
+  local base busy i off
   for base in 7100 27100 37100; do
     busy=0
     for i in "${NODES[@]}"; do
-      if (exec 3<>"/dev/tcp/127.0.0.1/$((base + i))") 2>/dev/null ||
-         (exec 3<>"/dev/tcp/127.0.0.1/$((base + 200 + i))") 2>/dev/null; then
-        busy=1
-        break
-      fi
+      for off in 0 200 300; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$((base + off + i))") 2>/dev/null; then busy=1; fi
+      done
+      [ "$busy" = 0 ] || break
     done
     if [ "$busy" = 0 ]; then
       for i in "${NODES[@]}"; do
-        export "PURGECAST_API_PORT_$i=$((base + i))" "PURGECAST_METRICS_PORT_$i=$((base + 200 + i))"
+        export "PURGECAST_API_PORT_$i=$((base + i))" "PURGECAST_METRICS_PORT_$i=$((base + 200 + i))" \
+          "PURGECAST_EDGE_PORT_$i=$((base + 300 + i))"
       done
-      log "published ports: gRPC 127.0.0.1:$((base + 1))-$((base + 5)), metrics 127.0.0.1:$((base + 201))-$((base + 205))"
+      log "published ports: gRPC 127.0.0.1:$((base + 1))-$((base + 5)), metrics 127.0.0.1:$((base + 201))-$((base + 205))," \
+        "edge 127.0.0.1:$((base + 301))-$((base + 305))"
       return 0
     fi
   done
@@ -31,6 +33,7 @@ pick_ports() {
 
 api_port() { local v="PURGECAST_API_PORT_$1"; echo "${!v}"; }
 metrics_port() { local v="PURGECAST_METRICS_PORT_$1"; echo "${!v}"; }
+edge_port() { local v="PURGECAST_EDGE_PORT_$1"; echo "${!v}"; }
 
 # purgectl against a published gRPC port.
 pc() {
@@ -80,6 +83,22 @@ applied_by() {
   [ "$(json "$out" "'$3' in [a['node'] for a in d['applied']]")" = True ]
 }
 ready() { curl -fsS -m 2 "http://127.0.0.1:$1/readyz" >/dev/null 2>&1; }
+
+# cache_status NODE PATH: the Cache-Status header of a GET of PATH (Host
+# shop.example) through node NODE's edge; empty when there is no answer.
+cache_status() {
+  curl -sS -m 10 -o /dev/null -D - -H 'Host: shop.example' "http://127.0.0.1:$(edge_port "$1")$2" 2>/dev/null |
+    tr -d '\r' | awk 'tolower($1) == "cache-status:" { sub(/^[^:]*:[ ]*/, ""); print }' || true
+}
+is_miss() { [[ "$1" == *fwd=miss* ]]; }
+is_hit() { [[ "$1" == *hit* && "$1" != *fwd=* ]]; }
+# Until a node has caught up after a start, its edge answers every request
+# from the origin (forced misses).
+edge_caught_up() {
+  local m
+  m="$(curl -fsS -m 2 "http://127.0.0.1:$(metrics_port "$1")/metrics" 2>/dev/null)" || return 1
+  grep -qx 'purgecast_edge_caught_up 1' <<<"$m"
+}
 
 # wait_until DESCRIPTION SECONDS COMMAND...: polls every 0.25 s.
 wait_until() {

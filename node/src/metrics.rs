@@ -23,11 +23,35 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
     // complete across a WAN in tens to hundreds of milliseconds.
     let buckets =
         [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
         .map_err(|e| MetricsError::Install(e.to_string()))?
         .install_recorder()
-        .map_err(|e| MetricsError::Install(e.to_string()))
+        .map_err(|e| MetricsError::Install(e.to_string()))?;
+    describe();
+    Ok(handle)
+}
+
+/// Registers, at zero, the series only rare events move (a flush, a
+/// rejected peer message, a failed store write), so that the dashboard and
+/// alerts of deploy/monitoring find them on a node where none happened yet.
+/// `increment(0)` leaves a count already made alone.
+fn describe() {
+    for name in [
+        "purgecast_flushes_total",
+        "purgecast_apply_errors_total",
+        "purgecast_purges_accepted_total",
+        "purgecast_purges_applied_total",
+        "purgecast_entries_removed_total",
+        "purgecast_entries_marked_stale_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    // Every `purgecast_core::Message::kind`.
+    for kind in ["push", "applied", "digest", "catchup", "join", "members", "ping", "ping_ack", "ping_req", "leave"] {
+        metrics::counter!("purgecast_peer_messages_rejected_total", "kind" => kind).increment(0);
+    }
+    metrics::gauge!("purgecast_apply_held").increment(0.0);
 }
 
 pub async fn serve(addr: SocketAddr, handle: PrometheusHandle, health: Health) -> Result<(), MetricsError> {

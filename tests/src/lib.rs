@@ -18,6 +18,7 @@ pub const POLL: Duration = Duration::from_millis(20);
 pub mod fidelity;
 pub mod http;
 pub mod metrics;
+pub mod monitoring;
 
 /// Path of a binary built from this workspace, next to the test binary's
 /// directory (target/<profile>/). `cargo build --bins` must have run.

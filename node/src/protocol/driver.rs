@@ -121,6 +121,8 @@ impl Driver {
     }
 
     pub async fn run(mut self, mut ch: Channels) {
+        // Membership changes set the gauges; a lone node has none.
+        self.member_gauges();
         // The first knocks on the seeds are already queued.
         self.drain();
         loop {
