@@ -302,3 +302,36 @@ async fn bad_requests_and_bad_origins_get_clean_errors_and_the_node_keeps_servin
     assert_eq!(healthy().await?.status, 200, "still serving");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_cache_stays_under_its_size_and_evicted_objects_leave_the_index() -> Result<()> {
+    let origin = Origin::start(&[]).await?;
+    let o = opts(&origin, &[("cache_bytes", "8192"), ("max_object_bytes", "4096")]);
+    let c = Cluster::start(1, o).await?;
+    for k in 0..10 {
+        let r = get(&c, 0, &format!("/big/{k}?size=2048")).await?;
+        assert_eq!(r.body.len(), 2048);
+    }
+    // Eviction runs right after each fill, off the request path.
+    let start = Instant::now();
+    let m = loop {
+        let m = scrape(c.nodes[0].metrics).await?;
+        if value(&m, "purgecast_edge_cached_bytes") <= 8192.0 || start.elapsed() > Duration::from_secs(10) {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(value(&m, "purgecast_edge_cached_bytes") <= 8192.0, "{m}");
+    assert!(value(&m, "purgecast_edge_evictions_total") >= 6.0, "{m}");
+    // The most recent objects stay, the oldest went, with their entries.
+    assert!(get(&c, 0, "/big/9?size=2048").await?.is_hit());
+    let client = c.client(0).await?;
+    assert!(client.index_get("http://site.test/big/0?size=2048").await?.is_none(), "evicted: no index entry");
+    assert!(client.index_get("http://site.test/big/9?size=2048").await?.is_some());
+    // Larger than max_object_bytes: served, not cached.
+    get(&c, 0, "/huge/1?size=5000").await?;
+    let again = get(&c, 0, "/huge/1?size=5000").await?;
+    assert!(!again.is_hit() && again.body.len() == 5000, "{again:?}");
+    assert_eq!(origin.hits("/huge/1").await?.0, 2, "fetched each time");
+    Ok(())
+}

@@ -77,6 +77,7 @@ pub(crate) async fn start(
     let lock: &'static pingora_cache::lock::CacheKeyLockImpl =
         Box::leak(pingora_cache::lock::CacheLock::new_boxed(cfg.lock_timeout));
     spawn_caught_up_gauge(caught_up.clone());
+    spawn_size_gauges(storage.store.clone(), shutdown.clone());
     let edge = proxy::Edge { cfg: cfg.clone(), storage, lock, defaults: proxy::defaults(cfg), caught_up };
     let app = proxy::app(edge);
     tokio::spawn(accept_loop(listener, app, shutdown));
@@ -109,6 +110,23 @@ async fn accept_loop(listener: TcpListener, app: Arc<proxy::App>, mut shutdown: 
             }
         });
     }
+}
+
+/// Fills, evictions and purges all change what is stored; the gauges follow
+/// once a second rather than on each of them.
+fn spawn_size_gauges(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let (objects, bytes) = store.object_stats();
+                    metrics::cached(objects, bytes);
+                }
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    });
 }
 
 fn spawn_caught_up_gauge(mut rx: watch::Receiver<bool>) {

@@ -305,8 +305,6 @@ impl ProxyHttp for Edge {
         let (label, _) = outcome(session.cache.phase());
         let collapsed = session.cache.enabled() && session.cache.lock_duration().is_some();
         metrics::request(label, collapsed);
-        let (objects, bytes) = self.storage.store.object_stats();
-        metrics::cached(objects, bytes);
     }
 }
 
