@@ -312,11 +312,15 @@ async fn the_cache_stays_under_its_size_and_evicted_objects_leave_the_index() ->
         let r = get(&c, 0, &format!("/big/{k}?size=2048")).await?;
         assert_eq!(r.body.len(), 2048);
     }
-    // Eviction runs right after each fill, off the request path.
+    // Eviction runs right after each fill, off the request path, and the
+    // size gauges follow once a second: wait for both.
     let start = Instant::now();
     let m = loop {
         let m = scrape(c.nodes[0].metrics).await?;
-        if value(&m, "purgecast_edge_cached_bytes") <= 8192.0 || start.elapsed() > Duration::from_secs(10) {
+        let settled = value(&m, "purgecast_edge_evictions_total") >= 6.0
+            && value(&m, "purgecast_edge_objects") == 4.0
+            && value(&m, "purgecast_edge_cached_bytes") <= 8192.0;
+        if settled || start.elapsed() > Duration::from_secs(10) {
             break m;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
