@@ -214,6 +214,7 @@ def stop_cluster(dev, log):
         except ProcessLookupError:
             pass
     log.close()
+    os.unlink(log.name)
 
 
 def main():
