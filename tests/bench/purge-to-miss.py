@@ -91,8 +91,12 @@ class Edge:
 async def first_miss(edge, path, t0, deadline, gap):
     """Polls until the edge answers a miss; returns (ms since t0, polls)."""
     polls = 0
-    while time.perf_counter() < deadline:
-        _, cs = await edge.get(path)
+    while (left := deadline - time.perf_counter()) > 0:
+        try:
+            _, cs = await asyncio.wait_for(edge.get(path), timeout=left)
+        except asyncio.TimeoutError:
+            edge.close()
+            break
         polls += 1
         if "fwd=miss" in cs:
             return (time.perf_counter() - t0) * 1e3, polls
@@ -103,8 +107,8 @@ async def first_miss(edge, path, t0, deadline, gap):
 
 async def warm(edges, path):
     for edge in edges:
-        await edge.get(path)
-    results = await asyncio.gather(*(e.get(path) for e in edges))
+        await asyncio.wait_for(edge.get(path), timeout=10)
+    results = await asyncio.wait_for(asyncio.gather(*(e.get(path) for e in edges)), timeout=10)
     cold = [e.port for e, (_, cs) in zip(edges, results) if cs != "purgecast; hit"]
     if cold:
         raise RuntimeError(f"{path} is not a hit on edges {cold}")
@@ -113,7 +117,12 @@ async def warm(edges, path):
 async def time_process(argv):
     t = time.perf_counter()
     p = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, err = await p.communicate()
+    try:
+        _, err = await asyncio.wait_for(p.communicate(), timeout=30)
+    except asyncio.TimeoutError:
+        p.kill()
+        await p.wait()
+        raise RuntimeError(f"{argv} did not finish in 30 s")
     if p.returncode != 0:
         raise RuntimeError(f"{argv} failed: {err.decode(errors='replace')}")
     return (time.perf_counter() - t) * 1e3
@@ -205,6 +214,7 @@ def stop_cluster(dev, log):
         except ProcessLookupError:
             pass
     log.close()
+    os.unlink(log.name)
 
 
 def main():
