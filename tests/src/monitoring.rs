@@ -6,12 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Context, Result};
 
+/// (label, operator, value); operators `=`, `!=`, `=~`, `!~`.
+pub type Matcher = (String, String, String);
+
 /// One metric selector of an expression: `name{label op "value", ...}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selector {
     pub name: String,
-    /// (label, operator, value); operators `=`, `!=`, `=~`, `!~`.
-    pub matchers: Vec<(String, String, String)>,
+    pub matchers: Vec<Matcher>,
 }
 
 const AGGREGATIONS: &[&str] = &[
@@ -236,7 +238,7 @@ fn string_end(s: &[char], i: usize) -> Result<(usize, String)> {
     bail!("unterminated string")
 }
 
-fn matchers(s: &[char], mut i: usize) -> Result<(Vec<(String, String, String)>, usize)> {
+fn matchers(s: &[char], mut i: usize) -> Result<(Vec<Matcher>, usize)> {
     let mut out = Vec::new();
     i += 1;
     loop {
