@@ -181,6 +181,16 @@ impl Engine {
         self.seen.insert(now, &purge);
     }
 
+    /// Re-learns a purge whose apply was started but not finished before a
+    /// restart (the store has it, an external cache has not confirmed it).
+    /// It is seen, so it is neither applied nor forwarded again, and
+    /// unapplied: no digest credits it to its origin until the returned
+    /// ticket comes back through [`Engine::applied`].
+    pub fn restore_unfinished(&mut self, now: Time, purge: Arc<Purge>) -> ApplyTicket {
+        self.seen.insert(now, &purge);
+        self.ticket(&purge)
+    }
+
     /// Adds a member known from configuration, without announcing it.
     pub fn add_member(&mut self, m: Member) {
         if m.id != self.me.id {
@@ -264,15 +274,15 @@ impl Engine {
     }
 
     fn apply(&mut self, purge: Arc<Purge>) {
-        let ticket = ApplyTicket {
-            id: purge.id,
-            origin: purge.origin(),
-            stream: purge.stream,
-            seq: purge.seq,
-            node: self.me.id,
-        };
-        self.unapplied.insert((purge.stream, purge.seq));
+        let ticket = self.ticket(&purge);
         self.out.push_back(Output::Apply { purge, ticket });
+    }
+
+    /// Issues the one ticket that acks `purge`; until it comes back the
+    /// purge is unapplied, so digests to its origin stop below it.
+    fn ticket(&mut self, purge: &Purge) -> ApplyTicket {
+        self.unapplied.insert((purge.stream, purge.seq));
+        ApplyTicket { id: purge.id, origin: purge.origin(), stream: purge.stream, seq: purge.seq, node: self.me.id }
     }
 
     /// The driver has applied the purge of `ticket` to its index (durably):

@@ -149,6 +149,18 @@ pub fn parse_url(url: &str) -> Result<CacheKey, SelectorError> {
 }
 
 impl Selector {
+    /// The selector's kind as a lower-case word (`url`, `host`, `prefix`,
+    /// `tag`, `everything`), for logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Selector::Url(_) => "url",
+            Selector::Host(_) => "host",
+            Selector::Prefix { .. } => "prefix",
+            Selector::Tag(_) => "tag",
+            Selector::Everything => "everything",
+        }
+    }
+
     /// A URL selector, normalised.
     pub fn url(url: &str) -> Result<Selector, SelectorError> {
         Ok(Selector::Url(parse_url(url)?.key))

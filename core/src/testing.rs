@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::Config;
-use crate::engine::{Engine, Event, OriginateError, Output};
+use crate::engine::{ApplyTicket, Engine, Event, OriginateError, Output};
 use crate::hash::mix64;
 use crate::id::{NodeId, PurgeId};
 use crate::member::{Location, Member, Profile};
@@ -47,6 +47,11 @@ struct Node {
     applies: BTreeMap<PurgeId, u32>,
     flushes: usize,
     events: Vec<Event>,
+    /// While set, applies are stored but not acked, as when an external
+    /// cache has not confirmed them yet (see [`Net::hold_acks`]).
+    holding: bool,
+    /// Tickets of purges stored but not confirmed, oldest first.
+    held: Vec<(PurgeId, ApplyTicket)>,
 }
 
 struct Envelope {
@@ -110,6 +115,8 @@ impl Net {
                 applies: BTreeMap::new(),
                 flushes: 0,
                 events: Vec::new(),
+                holding: false,
+                held: Vec::new(),
             })
             .collect();
         let index = nodes.iter().enumerate().map(|(i, n)| (n.member.id, i)).collect();
@@ -195,12 +202,34 @@ impl Net {
         node.epoch += 1;
         let seed = mix64(self.seed ^ i as u64 ^ (node.epoch << 40));
         let mut e = Engine::new(self.cfg.clone(), node.member.clone(), node.epoch, seed, self.now);
+        let unfinished: Vec<PurgeId> = node.held.drain(..).map(|(id, _)| id).collect();
         for p in &node.store {
-            e.restore(self.now, Arc::clone(p));
+            if unfinished.contains(&p.id) {
+                let ticket = e.restore_unfinished(self.now, Arc::clone(p));
+                node.held.push((p.id, ticket));
+            } else {
+                e.restore(self.now, Arc::clone(p));
+            }
         }
         e.set_seeds(self.now, &self.addrs);
         node.engine = e;
         node.up = true;
+        self.drain(i);
+    }
+
+    /// While `hold` is set, node `i` stores what it applies but acks
+    /// nothing, like a node whose external cache is down; the tickets are
+    /// kept, across restarts too, until [`Net::release_acks`].
+    pub fn hold_acks(&mut self, i: usize, hold: bool) {
+        self.nodes[i].holding = hold;
+    }
+
+    /// Node `i`'s external cache confirms everything held: ack it all.
+    pub fn release_acks(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        for (_, ticket) in node.held.drain(..) {
+            node.engine.applied(self.now, ticket);
+        }
         self.drain(i);
     }
 
@@ -279,8 +308,13 @@ impl Net {
                 Output::Apply { purge, ticket } => {
                     let node = &mut self.nodes[i];
                     *node.applies.entry(purge.id).or_default() += 1;
+                    let id = purge.id;
                     node.store.push(purge);
-                    node.engine.applied(self.now, ticket);
+                    if node.holding {
+                        node.held.push((id, ticket));
+                    } else {
+                        node.engine.applied(self.now, ticket);
+                    }
                 }
                 Output::Flush { .. } => self.nodes[i].flushes += 1,
                 Output::Event(e) => self.nodes[i].events.push(e),

@@ -202,3 +202,35 @@ fn a_restarted_node_is_caught_up_only_after_applying_what_it_missed() {
     assert_eq!(caught_up, 1, "reported exactly once");
     assert!(net.engine(2).is_caught_up());
 }
+
+/// A purge a node stored but whose external cache has not confirmed it is
+/// pending at its origin, also after that node restarts (its store has the
+/// purge, so a plain restore would let the next digest credit it), and
+/// done once the cache confirms.
+#[test]
+fn an_unconfirmed_apply_stays_pending_across_a_restart() {
+    let mut net = Net::joining(members(3, 1), cfg(Strategy::Topology), 11);
+    net.run_for(3 * ROUND, ROUND);
+    net.hold_acks(2, true);
+    let id = net.originate(0, vec![Selector::tag("held").unwrap()], Mode::Hard).unwrap().id;
+    net.run_for(5 * ROUND, ROUND);
+    let pending = |net: &Net| net.engine(0).status(id).map(|s| s.pending).unwrap_or_default();
+    assert_eq!(net.applied(2, id), 1, "node 2 applied it to its store");
+    assert_eq!(pending(&net), vec![net.id(2)], "but has not confirmed it");
+
+    net.crash(2);
+    net.run_for(ROUND, ROUND);
+    net.restart(2);
+    // Several anti-entropy periods: the origin asks node 2 for its digest.
+    net.run_for(10 * ROUND, ROUND);
+    assert_eq!(net.applied(2, id), 1, "a restored purge is not applied again");
+    assert_eq!(pending(&net), vec![net.id(2)], "a digest must not credit an unconfirmed purge");
+    assert!(!net.engine(2).is_caught_up(), "not caught up while an apply is unfinished");
+
+    net.hold_acks(2, false);
+    net.release_acks(2);
+    net.run_for(3 * ROUND, ROUND);
+    let status = net.engine(0).status(id).expect("tracked");
+    assert!(status.pending.is_empty(), "confirmed: {:?}", status.pending);
+    assert!(status.completed.is_some());
+}
