@@ -12,6 +12,7 @@ use super::codec::{self, Range};
 use super::entries::delete_entry;
 use super::objects::Dropped;
 use super::scan::Cfs;
+use super::sinks;
 use super::*;
 
 /// What one purge did to this node's index.
@@ -219,8 +220,12 @@ impl<'s> Builder<'s> {
                 self.dirty.push((CF_ENTRIES, Some(span)));
             }
         }
-        self.batch.put_cf(self.cfs.purges, codec::purge_key(purge), codec::encode_purge_record(purge, applied_at_ms));
+        let record = codec::encode_purge_record(purge, applied_at_ms);
         self.seq += 1;
+        for sink in &self.store.opts.sinks {
+            self.batch.put_cf(self.cfs.sinks, sinks::sink_key(sink, self.seq), &record);
+        }
+        self.batch.put_cf(self.cfs.purges, codec::purge_key(purge), record);
         self.applied.push((self.seq, purge.clone()));
         Ok(run.out)
     }

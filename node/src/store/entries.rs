@@ -10,6 +10,7 @@ use rocksdb::WriteBatch;
 
 use super::codec::{self, Range};
 use super::scan::Cfs;
+use super::sinks;
 use super::*;
 
 /// Tags one entry may carry; each costs an index row.
@@ -181,9 +182,14 @@ impl Store {
 
     /// Removes every entry and index row (not the purge log). Returns how
     /// many entries there were.
+    ///
+    /// A flush counts as a purge of everything: it takes a purge sequence
+    /// number (so a fill that started before it is not stored as fresh
+    /// after it), and every sink owes it, so the caches beside the node are
+    /// emptied too (see [`sinks::flush_purge`]).
     pub fn flush_index(&self) -> Result<u64> {
         let removed = {
-            let _w = self.lock_writer();
+            let mut w = self.lock_writer();
             let cfs = self.cfs()?;
             let removed = self.count_all();
             let all = Range::all();
@@ -192,9 +198,18 @@ impl Store {
                 batch.delete_range_cf(cf, &all.lower, &all.upper);
             }
             batch.put_cf(cfs.meta, META_COUNT, codec::encode_u64(0));
+            let seq = self.purge_seq() + 1;
+            let flush = sinks::flush_purge();
+            let record = codec::encode_purge_record(&flush, 0);
+            for sink in &self.opts.sinks {
+                batch.put_cf(cfs.sinks, sinks::sink_key(sink, seq), &record);
+            }
+            batch.put_cf(cfs.meta, META_PURGE_SEQ, codec::encode_u64(seq));
             self.db.write_opt(batch, &self.write_opts(self.opts.sync))?;
             self.count.store(0, Ordering::Release);
             self.forget_all_objects();
+            self.purge_seq.store(seq, Ordering::Release);
+            w.recent.push(seq, flush);
             removed
         };
         // Outside the writer lock: purges need not wait for the compaction.

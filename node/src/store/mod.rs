@@ -10,6 +10,7 @@
 //! - `meta`: entry counter, boot epoch, purge sequence, format version,
 //!   small node values.
 //! - `objects`, `bodies`: the edge's cached responses (see [`objects`]).
+//! - `sinks`: purges external caches have not confirmed (see [`sinks`]).
 //!
 //! Every change to an entry changes its index rows and the entry counter in
 //! the same `WriteBatch`, and a purge's effects and its log record are one
@@ -31,6 +32,7 @@ mod log;
 mod objects;
 mod open;
 mod scan;
+mod sinks;
 
 #[cfg(test)]
 mod prop_tests;
@@ -40,6 +42,8 @@ mod tests;
 mod tests_durable;
 #[cfg(test)]
 mod tests_objects;
+#[cfg(test)]
+mod tests_sinks;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -55,6 +59,8 @@ pub use entries::{EntryInput, MAX_TAGS};
 pub use objects::{object_id, url_hash, Fill, FillOutcome, ObjectId, ObjectRecord, CHUNK_BYTES};
 
 use compact::Dirty;
+pub use sinks::{flush_purge, is_flush, Owed, MAX_SINK_NAME};
+
 use objects::RecentPurges;
 
 /// Format of the whole database; bumped when a layout changes incompatibly.
@@ -67,6 +73,7 @@ const CF_PURGES: &str = "purges";
 const CF_META: &str = "meta";
 const CF_OBJECTS: &str = "objects";
 const CF_BODIES: &str = "bodies";
+const CF_SINKS: &str = "sinks";
 
 const META_FORMAT: &[u8] = b"s/format";
 const META_COUNT: &[u8] = b"s/entry_count";
@@ -110,11 +117,14 @@ pub struct StoreOptions {
     pub block_cache_bytes: usize,
     /// Memtable size of the entries and index column families.
     pub write_buffer_bytes: usize,
+    /// Names of the external caches (`[[sink]]`) every applied purge is
+    /// owed to until each confirms it.
+    pub sinks: Vec<String>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { sync: true, block_cache_bytes: 64 << 20, write_buffer_bytes: 32 << 20 }
+        StoreOptions { sync: true, block_cache_bytes: 64 << 20, write_buffer_bytes: 32 << 20, sinks: Vec::new() }
     }
 }
 

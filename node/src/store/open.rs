@@ -40,6 +40,7 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_META, small_cf_options(&cache)),
             ColumnFamilyDescriptor::new(CF_OBJECTS, cf_options(&opts, &cache, true)),
             ColumnFamilyDescriptor::new(CF_BODIES, body_cf_options(&opts, &cache)),
+            ColumnFamilyDescriptor::new(CF_SINKS, small_cf_options(&cache)),
         ];
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
         let store = Store {

@@ -15,6 +15,7 @@ pub(crate) struct Cfs<'a> {
     pub meta: &'a ColumnFamily,
     pub objects: &'a ColumnFamily,
     pub bodies: &'a ColumnFamily,
+    pub sinks: &'a ColumnFamily,
 }
 
 /// Every iterator gets explicit bounds: RocksDB then stops at the bound
@@ -37,6 +38,7 @@ impl Store {
             meta: self.cf(CF_META)?,
             objects: self.cf(CF_OBJECTS)?,
             bodies: self.cf(CF_BODIES)?,
+            sinks: self.cf(CF_SINKS)?,
         })
     }
 

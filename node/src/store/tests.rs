@@ -9,7 +9,11 @@ use super::codec::{self, Range};
 use super::*;
 
 pub(super) fn open(dir: &Path) -> Store {
-    Store::open(dir, StoreOptions { sync: false, block_cache_bytes: 8 << 20, write_buffer_bytes: 4 << 20 }).unwrap()
+    Store::open(
+        dir,
+        StoreOptions { sync: false, block_cache_bytes: 8 << 20, write_buffer_bytes: 4 << 20, sinks: Vec::new() },
+    )
+    .unwrap()
 }
 
 pub(super) fn input(url: &str, tags: &[&str]) -> EntryInput {
