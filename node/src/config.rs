@@ -8,6 +8,7 @@ use purgecast_core::Config as ProtocolConfig;
 use serde::{Deserialize, Serialize};
 
 pub use crate::edge::EdgeConfig;
+pub use crate::sink::SinkConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -53,6 +54,9 @@ pub struct NodeConfig {
     pub protocol: ProtocolConfig,
     /// The HTTP cache in front of origins (off unless `edge.listen` is set).
     pub edge: EdgeConfig,
+    /// External caches every purge is applied to besides the store
+    /// (`[[sink]]` sections).
+    pub sink: Vec<SinkConfig>,
     /// Test-only: JSON file of per-destination delay/loss for the QUIC socket.
     pub wan_emulation: Option<PathBuf>,
     /// "text" or "json".
@@ -84,6 +88,7 @@ impl Default for NodeConfig {
             api_tokens: Vec::new(),
             protocol: ProtocolConfig::default(),
             edge: EdgeConfig::default(),
+            sink: Vec::new(),
             wan_emulation: None,
             log_format: "text".into(),
         }
@@ -133,6 +138,7 @@ impl NodeConfig {
             return bad("log_format", "must be \"text\" or \"json\"");
         }
         self.edge.validate()?;
+        crate::sink::validate_all(&self.sink)?;
         Ok(self.protocol.validate()?)
     }
 }

@@ -21,6 +21,9 @@ type Conditions = BTreeMap<&'static str, Result<(), String>>;
 pub const SERVING: &str = "serving";
 /// Condition the apply worker keeps: the last store write succeeded.
 pub const STORE: &str = "store";
+/// Condition the sinks keep: no external cache has failed for longer than
+/// its `not_ready_after`.
+pub const SINKS: &str = "sinks";
 
 #[derive(Clone)]
 pub struct Health {

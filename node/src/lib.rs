@@ -8,6 +8,7 @@
 //! - [`store`]: the RocksDB cache index and purge log;
 //! - `api`: the gRPC services clients call;
 //! - `edge`: the HTTP cache in front of origins, stored in the same store;
+//! - `sink`: the caches an operator already runs, purged beside the store;
 //! - `metrics`: Prometheus and the HTTP health checks;
 //! - `health`: readiness as named conditions, shared by HTTP and gRPC;
 //! - [`tools`]: operator commands that are not part of a running node
@@ -21,6 +22,7 @@ mod health;
 mod metrics;
 mod protocol;
 pub mod server;
+mod sink;
 pub mod store;
 pub mod tls;
 pub mod tools;

@@ -1,10 +1,11 @@
 //! Starting a node: store, transport, engine, apply worker, gRPC and
 //! metrics servers, wired together; and stopping it cleanly.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use purgecast_core::{Engine, Location, Member, NodeId, Profile, Time};
+use purgecast_core::{ApplyTicket, Engine, Location, Member, NodeId, Profile, Purge, PurgeId, Time};
 use purgecast_proto::api::index_server::IndexServer;
 use purgecast_proto::api::purger_server::PurgerServer;
 use tokio::sync::{mpsc, watch};
@@ -15,7 +16,8 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::edge;
 use crate::health::{Health, SERVING};
 use crate::metrics as node_metrics;
-use crate::protocol::{self, applier, Channels, Driver};
+use crate::protocol::{self, applier, Channels, Driver, Parts};
+use crate::sink;
 use crate::store::{Store, StoreOptions};
 use crate::tls;
 use crate::transport::{Transport, TransportOptions, WanHandle};
@@ -39,6 +41,8 @@ pub enum NodeError {
     Grpc(String),
     #[error("edge: {0}")]
     Edge(#[from] crate::edge::EdgeError),
+    #[error("sink: {0}")]
+    Sink(#[from] crate::sink::SinkError),
 }
 
 /// Runs a node until `shutdown` turns true.
@@ -50,7 +54,9 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
     let health = Health::default();
     node_metrics::serve(cfg.listen_metrics, prometheus, health.clone()).await?;
 
-    let store = Arc::new(Store::open(&cfg.data_dir.join("index"), StoreOptions::default())?);
+    let sink_names: Vec<String> = cfg.sink.iter().map(|s| s.name.clone()).collect();
+    let store_opts = StoreOptions { sinks: sink_names.clone(), ..StoreOptions::default() };
+    let store = Arc::new(Store::open(&cfg.data_dir.join("index"), store_opts)?);
     let epoch = store.next_boot_epoch()?;
     flush_if_down_too_long(&store, protocol.retention)?;
     let identity = tls::load_identity(&cfg.tls.cert, &cfg.tls.key, &cfg.tls.ca)?;
@@ -69,8 +75,8 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
     );
     let seed = rand::random::<u64>() ^ me.id.0 ^ epoch;
     let mut engine = Engine::new(protocol.clone(), me.clone(), epoch, seed, Time::ZERO);
-    let restored = restore(&store, &mut engine)?;
-    tracing::info!(node = %cfg.name, id = %me.id, epoch, restored, entries = store.count_all(), "node starting");
+    let (restored, unfinished) = restore(&store, &mut engine, &sink_names)?;
+    tracing::info!(node = %cfg.name, id = %me.id, epoch, restored, unconfirmed = unfinished.len(), entries = store.count_all(), "node starting");
 
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let apply = applier::spawn(store.clone(), protocol.retention, done_tx, health.clone());
@@ -78,8 +84,19 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
     // A node with nothing stored, or no cluster to hear from, has nothing
     // it could serve that the cluster purged while it was away.
     let (caught_up_tx, caught_up) = watch::channel(cfg.seeds.is_empty() || store.object_stats().0 == 0);
-    let driver = Driver::new(engine, transport.clone(), apply, started, cfg.seeds.clone(), caught_up_tx);
-    let channels = Channels { inbound, done: done_rx, commands, shutdown: shutdown.clone() };
+    let (confirmed_tx, confirmed) = mpsc::unbounded_channel();
+    let sinks = sink::start(&cfg.sink, store.clone(), confirmed_tx, health.clone(), shutdown.clone())?;
+    let parts = Parts {
+        transport: transport.clone(),
+        apply,
+        started,
+        seeds: cfg.seeds.clone(),
+        caught_up: caught_up_tx,
+        sinks,
+        unfinished,
+    };
+    let driver = Driver::new(engine, parts);
+    let channels = Channels { inbound, done: done_rx, commands, confirmed, shutdown: shutdown.clone() };
     let driver_task = tokio::spawn(driver.run(channels));
 
     let edge = edge::start(&cfg.edge, store.clone(), caught_up, shutdown.clone()).await?;
@@ -158,14 +175,44 @@ async fn wan_layer(path: Option<&std::path::Path>) -> Result<Option<WanHandle>, 
 /// neither applies those purges again nor asks peers for them. Engine time
 /// starts at zero with this process: restored purges count as seen at zero
 /// (the store prunes its log by wall-clock age independently).
-fn restore(store: &Store, engine: &mut Engine) -> Result<usize, NodeError> {
+///
+/// Purges a configured sink has not confirmed are restored unfinished: their
+/// tickets (with how many sinks owe each) go to the driver, which acks them
+/// once the sinks catch up. The backlog of a sink no longer configured is
+/// dropped, loudly.
+fn restore(store: &Store, engine: &mut Engine, sinks: &[String]) -> Result<Restored, NodeError> {
+    let mut owed: HashMap<PurgeId, (Purge, usize)> = HashMap::new();
+    let mut gone = BTreeSet::new();
+    for o in store.unconfirmed()? {
+        if crate::store::is_flush(&o.purge) {
+            continue;
+        }
+        if sinks.contains(&o.sink) {
+            owed.entry(o.purge.id).or_insert_with(|| (o.purge, 0)).1 += 1;
+        } else {
+            gone.insert(o.sink);
+        }
+    }
+    for sink in gone {
+        tracing::warn!(%sink, "a sink that is no longer configured owed purges: dropping its backlog");
+        store.forget_sink(&sink)?;
+    }
     let purges = store.applied_purges()?;
     let n = purges.len();
     for (purge, _) in purges {
-        engine.restore(Time::ZERO, Arc::new(purge));
+        if !owed.contains_key(&purge.id) {
+            engine.restore(Time::ZERO, Arc::new(purge));
+        }
     }
-    Ok(n)
+    // A purge the log has pruned but a sink still owes is restored from
+    // its backlog row.
+    let unfinished =
+        owed.into_values().map(|(purge, n)| (engine.restore_unfinished(Time::ZERO, Arc::new(purge)), n)).collect();
+    Ok((n, unfinished))
 }
+
+/// Purges restored, and the unfinished ones' tickets with the sinks owing.
+type Restored = (usize, Vec<(ApplyTicket, usize)>);
 
 /// A node that was down longer than the retention window may have missed
 /// purges that no peer can send it any more, and peers may even have

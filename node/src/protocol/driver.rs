@@ -7,12 +7,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use purgecast_core::{
-    wire, Engine, Event, Member, MemberState, Mode, NodeId, OriginateError, Output, Purge, PurgeError, PurgeId,
-    PurgeStatus, Selector, Time,
+    wire, ApplyTicket, Engine, Event, Member, MemberState, Mode, NodeId, OriginateError, Output, Purge, PurgeError,
+    PurgeId, PurgeStatus, Selector, Time,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::acks::Acks;
 use super::applier::{self, Done, Job};
+use crate::sink::Sinks;
 use crate::transport::{Inbound, Transport};
 
 pub struct Accepted {
@@ -79,12 +81,17 @@ pub struct Driver {
     /// Turned true on `Event::CaughtUp` (the edge serves stored objects
     /// only from then on).
     caught_up: watch::Sender<bool>,
+    /// Acks held until every sink has confirmed their purge.
+    acks: Acks,
+    sinks: Sinks,
 }
 
 pub struct Channels {
     pub inbound: mpsc::Receiver<Inbound>,
     pub done: mpsc::UnboundedReceiver<Done>,
     pub commands: mpsc::Receiver<Command>,
+    /// Purges one sink's cache confirmed.
+    pub confirmed: mpsc::UnboundedReceiver<PurgeId>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -93,17 +100,30 @@ pub fn command_channel(me: Member) -> (Handle, mpsc::Receiver<Command>) {
     (Handle { tx, me }, rx)
 }
 
+/// What the driver works with besides the engine.
+pub struct Parts {
+    pub transport: Transport,
+    pub apply: std_mpsc::SyncSender<Job>,
+    pub started: Instant,
+    pub seeds: Vec<String>,
+    pub caught_up: watch::Sender<bool>,
+    pub sinks: Sinks,
+    /// Tickets of purges restored at start-up that sinks still owe, with
+    /// how many sinks owe each.
+    pub unfinished: Vec<(ApplyTicket, usize)>,
+}
+
 impl Driver {
-    pub fn new(
-        mut engine: Engine,
-        transport: Transport,
-        apply: std_mpsc::SyncSender<Job>,
-        started: Instant,
-        seeds: Vec<String>,
-        caught_up: watch::Sender<bool>,
-    ) -> Driver {
+    pub fn new(mut engine: Engine, parts: Parts) -> Driver {
+        let Parts { transport, apply, started, seeds, caught_up, sinks, unfinished } = parts;
         let now = Time::from_micros(started.elapsed().as_micros() as u64);
         engine.set_seeds(now, &seeds);
+        let mut acks = Acks::new(sinks.len());
+        for (ticket, owed) in unfinished {
+            if let Some(ticket) = acks.owed(ticket, owed) {
+                engine.applied(now, ticket);
+            }
+        }
         Driver {
             engine,
             transport,
@@ -113,6 +133,8 @@ impl Driver {
             waiting: HashMap::new(),
             seeds,
             caught_up,
+            acks,
+            sinks,
         }
     }
 
@@ -135,6 +157,7 @@ impl Driver {
             tokio::select! {
                 Some(frame) = ch.inbound.recv(), if open => self.on_frame(frame),
                 Some(done) = ch.done.recv() => self.on_done(done),
+                Some(id) = ch.confirmed.recv() => self.on_confirmed(id),
                 Some(cmd) = ch.commands.recv(), if open => self.on_command(cmd),
                 _ = sleep => {}
                 _ = ch.shutdown.changed() => {
@@ -185,9 +208,16 @@ impl Driver {
 
     fn on_done(&mut self, done: Done) {
         let now = self.now();
+        if !done.applied.is_empty() {
+            self.sinks.wake();
+        }
         for ticket in done.applied {
             let id = ticket.purge_id();
-            self.engine.applied(now, ticket);
+            if let Some(ticket) = self.acks.applied(ticket) {
+                self.engine.applied(now, ticket);
+            }
+            // The client hears once the purge is durable here; its status
+            // shows this node pending until the sinks confirm.
             if let Some((reply, accepted)) = self.waiting.remove(&id) {
                 let _ = reply.send(Ok(accepted));
             }
@@ -199,6 +229,14 @@ impl Driver {
                 let _ = reply.send(Err(DriverError::Store(format!("purge {id}: {err} (this node retries the write)"))));
             }
         }
+    }
+
+    fn on_confirmed(&mut self, id: PurgeId) {
+        if let Some(ticket) = self.acks.confirmed(id) {
+            let now = self.now();
+            self.engine.applied(now, ticket);
+        }
+        metrics::gauge!("purgecast_sink_unconfirmed").set(self.acks.unconfirmed() as f64);
     }
 
     fn on_command(&mut self, cmd: Command) {

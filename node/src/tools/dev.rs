@@ -43,6 +43,11 @@ pub struct DevArgs {
     /// Start the nodes without their HTTP edges.
     #[arg(long)]
     pub no_edge: bool,
+    /// Also start a Varnish (`varnishd`, with the VCL of
+    /// deploy/connectors/varnish) per node on base+5000+i, in front of the
+    /// same origin, and purge it through a `[[sink]]` of its node.
+    #[arg(long)]
+    pub varnish: bool,
 }
 
 #[derive(Serialize)]
@@ -54,6 +59,8 @@ pub struct ClusterNode {
     pub metrics: String,
     /// The node's HTTP cache (`http://IP:PORT`), when on.
     pub edge: Option<String>,
+    /// The Varnish this node purges (`http://IP:PORT`), with `--varnish`.
+    pub varnish: Option<String>,
     pub pid: u32,
 }
 
@@ -96,9 +103,15 @@ fn node_config(args: &DevArgs, i: usize, certs: &Path, origin: Option<&str>) -> 
         edge.listen = Some(([127, 0, 0, 1], port(3000)?).into());
         edge.default_origin = Some(origin.to_string());
     }
+    let mut sink = Vec::new();
+    if args.varnish {
+        let toml = format!("name = \"varnish\"\nkind = \"varnish\"\naddress = \"127.0.0.1:{}\"", port(5000)?);
+        sink.push(toml::from_str(&toml).context("the dev Varnish sink")?);
+    }
     Ok(NodeConfig {
         name,
         edge,
+        sink,
         listen_peer: ([127, 0, 0, 1], port(1000)?).into(),
         listen_api: ([127, 0, 0, 1], port(0)?).into(),
         listen_metrics: ([127, 0, 0, 1], port(2000)?).into(),
@@ -143,8 +156,9 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         // without it stopping the nodes first.
         let mut stop = StopSignals::install()?;
         let mut children: Vec<(NodeConfig, Child)> = Vec::new();
-        // The edges' upstream, and the demo origin's process when it is ours.
-        let mut origin: (Option<String>, Option<Child>) = (None, None);
+        // The edges' upstream, and the processes beside the nodes (the demo
+        // origin when it is ours, the Varnish caches).
+        let mut origin: (Option<String>, Vec<Child>) = (None, Vec::new());
         let started = tokio::select! {
             r = start_all(&args, &certs, &exe, &mut children, &mut origin) => r.map(|()| true),
             s = stop.recv() => {
@@ -178,6 +192,7 @@ fn announce(args: &DevArgs, children: &[(NodeConfig, Child)], origin: Option<&st
                 peer: c.listen_peer.to_string(),
                 metrics: format!("http://{}/metrics", c.listen_metrics),
                 edge: c.edge.listen.map(|a| format!("http://{a}")),
+                varnish: c.sink.first().and_then(|s| s.address.as_ref()).map(|a| format!("http://{a}")),
                 pid: child.id(),
             })
             .collect(),
@@ -189,8 +204,9 @@ fn announce(args: &DevArgs, children: &[(NodeConfig, Child)], origin: Option<&st
     println!("purgecast dev cluster: {n} nodes, every one sees all {n} alive (Ctrl-C or SIGTERM stops them)");
     for node in &file.nodes {
         let edge = node.edge.as_deref().map(|e| format!("  edge {e}")).unwrap_or_default();
+        let varnish = node.varnish.as_deref().map(|v| format!("  varnish {v}")).unwrap_or_default();
         println!(
-            "  {:<10} grpc {}  peer {}  metrics {}{edge}  pid {}",
+            "  {:<10} grpc {}  peer {}  metrics {}{edge}{varnish}  pid {}",
             node.name, node.grpc, node.peer, node.metrics, node.pid
         );
     }
@@ -210,7 +226,7 @@ async fn start_all(
     certs: &Path,
     exe: &Path,
     children: &mut Vec<(NodeConfig, Child)>,
-    origin: &mut (Option<String>, Option<Child>),
+    origin: &mut (Option<String>, Vec<Child>),
 ) -> anyhow::Result<()> {
     let upstream = match (&args.origin, args.no_edge) {
         (_, true) => None,
@@ -225,12 +241,20 @@ async fn start_all(
             cmd.arg("origin").arg("--listen").arg(addr.to_string()).stdin(Stdio::null()).stdout(log.try_clone()?);
             cmd.stderr(log);
             die_with_parent(&mut cmd);
-            let child = origin.1.insert(cmd.spawn().context("starting the demo origin")?);
-            wait_port(addr, child, Duration::from_secs(30)).await?;
+            origin.1.push(cmd.spawn().context("starting the demo origin")?);
+            if let Some(child) = origin.1.last_mut() {
+                wait_port(addr, child, Duration::from_secs(30)).await?;
+            }
             Some(addr.to_string())
         }
     };
     origin.0.clone_from(&upstream);
+    if args.varnish {
+        let Some(upstream) = upstream.as_deref() else { bail!("--varnish needs an origin (not --no-edge)") };
+        for i in 0..args.nodes {
+            start_varnish(args, i, upstream, &mut origin.1).await?;
+        }
+    }
     for i in 0..args.nodes {
         let cfg = node_config(args, i, certs, upstream.as_deref())?;
         let node_dir = args.dir.join(&cfg.name);
@@ -250,6 +274,32 @@ async fn start_all(
     eprintln!("{} APIs up; waiting until every node sees every other alive", children.len());
     let endpoints: Vec<String> = children.iter().map(|(c, _)| format!("http://{}", c.listen_api)).collect();
     wait_converged(&endpoints, args.token.as_deref(), Duration::from_secs(60)).await
+}
+
+/// The VCL the Varnish sink expects, shipped in deploy/connectors.
+const VCL: &str = include_str!("../../../deploy/connectors/varnish/purgecast.vcl");
+
+async fn start_varnish(args: &DevArgs, i: usize, origin: &str, children: &mut Vec<Child>) -> anyhow::Result<()> {
+    let port = u16::try_from(usize::from(args.base_port) + 5000 + i).context("varnish port: lower --base-port")?;
+    let (host, origin_port) = origin.rsplit_once(':').context("origin must be host:port")?;
+    let dir = std::fs::canonicalize(&args.dir)?.join(format!("varnish-{i}"));
+    std::fs::create_dir_all(&dir)?;
+    let vcl = dir.join("purgecast.vcl");
+    std::fs::write(&vcl, VCL.replace("{{ORIGIN_HOST}}", host).replace("{{ORIGIN_PORT}}", origin_port))?;
+    let log = std::fs::File::create(dir.join("varnish.log"))?;
+    let mut cmd = Command::new("varnishd");
+    cmd.args(["-F", "-j", "none"]).arg("-n").arg(dir.join("work")).arg("-a").arg(format!("127.0.0.1:{port}"));
+    cmd.arg("-f").arg(&vcl).args(["-s", "malloc,64m", "-T", "none"]);
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    die_with_parent(&mut cmd);
+    let child = cmd.spawn().context("starting varnishd (apt-get install varnish varnish-modules)")?;
+    children.push(child);
+    if let Some(child) = children.last_mut() {
+        wait_port(([127, 0, 0, 1], port).into(), child, Duration::from_secs(30))
+            .await
+            .with_context(|| format!("varnish {i}; see {}", dir.join("varnish.log").display()))?;
+    }
+    Ok(())
 }
 
 /// Runs until a stop signal. A node that exits (or is killed, to try a
