@@ -4,6 +4,10 @@ stops serving the object.
 
     tests/bench/purge-to-miss.py --bin target/release --nodes 16 --rounds 120
 
+With --varnish, `purgecast dev --varnish` also runs a Varnish beside every
+node, purged through the node's Varnish sink, and each round times the
+Varnish caches too, side by side with the edges.
+
 Starts `purgecast dev` (built-in origin), then per round: caches
 http://bench.test/obj/K on every edge (two GETs each, the second must be a
 hit), notes the time, runs `purgectl purge --url ...` (hard, no --wait)
@@ -50,15 +54,27 @@ def summary(name, ms):
 
 
 class Edge:
-    """One keep-alive connection to an edge; reconnects when it breaks."""
+    """One keep-alive connection to an edge (or a Varnish); reconnects when
+    it breaks."""
 
-    def __init__(self, port):
+    def __init__(self, port, varnish=False):
         self.port = port
+        self.varnish = varnish
         self.reader = None
         self.writer = None
 
+    def is_miss(self, fields):
+        if self.varnish:
+            return fields.get("x-cache", "") == "MISS"
+        return "fwd=miss" in fields.get("cache-status", "")
+
+    def is_hit(self, fields):
+        if self.varnish:
+            return fields.get("x-cache", "") == "HIT"
+        return fields.get("cache-status", "") == "purgecast; hit"
+
     async def get(self, path):
-        """GET path with Host: bench.test; returns (status, cache-status)."""
+        """GET path with Host: bench.test; returns (status, header fields)."""
         for attempt in range(2):
             try:
                 if self.writer is None:
@@ -75,7 +91,7 @@ class Edge:
                 await self.reader.readexactly(int(fields.get("content-length", "0")))
                 if fields.get("connection", "").lower() == "close":
                     self.close()
-                return status, fields.get("cache-status", "")
+                return status, fields
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
                 self.close()
                 if attempt == 1:
@@ -93,12 +109,12 @@ async def first_miss(edge, path, t0, deadline, gap):
     polls = 0
     while (left := deadline - time.perf_counter()) > 0:
         try:
-            _, cs = await asyncio.wait_for(edge.get(path), timeout=left)
+            _, fields = await asyncio.wait_for(edge.get(path), timeout=left)
         except asyncio.TimeoutError:
             edge.close()
             break
         polls += 1
-        if "fwd=miss" in cs:
+        if edge.is_miss(fields):
             return (time.perf_counter() - t0) * 1e3, polls
         if gap:
             await asyncio.sleep(gap)
@@ -109,7 +125,7 @@ async def warm(edges, path):
     for edge in edges:
         await asyncio.wait_for(edge.get(path), timeout=10)
     results = await asyncio.wait_for(asyncio.gather(*(e.get(path) for e in edges)), timeout=10)
-    cold = [e.port for e, (_, cs) in zip(edges, results) if cs != "purgecast; hit"]
+    cold = [e.port for e, (_, fields) in zip(edges, results) if not e.is_hit(fields)]
     if cold:
         raise RuntimeError(f"{path} is not a hit on edges {cold}")
 
@@ -128,11 +144,13 @@ async def time_process(argv):
     return (time.perf_counter() - t) * 1e3
 
 
-async def bench(args, grpc_ports, edge_ports):
+async def bench(args, grpc_ports, edge_ports, varnish_ports):
     purgectl = os.path.join(args.bin, "purgectl")
-    edges = [Edge(p) for p in edge_ports]
+    edges = [Edge(p) for p in edge_ports] + [Edge(p, varnish=True) for p in varnish_ports]
+    n_edges = len(edge_ports)
     rng = random.Random(args.seed)
     totals, firsts, ctl_times, polls_per_round = [], [], [], []
+    v_totals, v_firsts = [], []
     gap = args.poll_gap_ms / 1e3
     # Object numbers unique to this run, so a rerun against the same cluster
     # never starts from an object some earlier run left in a purged state.
@@ -155,8 +173,11 @@ async def bench(args, grpc_ports, edge_ports):
             print(f"round {r}: edges {missing} still hit after {args.timeout} s", file=sys.stderr)
             totals.append(args.timeout * 1e3)
             continue
-        totals.append(max(times))
-        firsts.append(min(times))
+        totals.append(max(times[:n_edges]))
+        firsts.append(min(times[:n_edges]))
+        if varnish_ports:
+            v_totals.append(max(times[n_edges:]))
+            v_firsts.append(min(times[n_edges:]))
         if args.verbose:
             print(f"round {r:3} via node {node:2}: first {min(times):7.2f} ms, last {max(times):7.2f} ms, "
                   f"purgectl {ctl_times[-1]:7.2f} ms, {polls_per_round[-1]} polls")
@@ -173,6 +194,9 @@ async def bench(args, grpc_ports, edge_ports):
           f"median {statistics.median(polls_per_round):.0f} polls per round")
     print(summary("purge -> miss on every edge", totals))
     print(summary("purge -> miss on the first edge", firsts))
+    if varnish_ports:
+        print(summary("purge -> miss on every Varnish", v_totals))
+        print(summary("purge -> miss on the first Varnish", v_firsts))
     print(summary("purgectl purge (process, wall)", ctl_times))
     print(summary("purgectl --version (process)", version))
     print(summary("purgectl members (process+RPC)", members))
@@ -183,7 +207,7 @@ def start_cluster(args):
     log = open(os.path.join(tempfile.gettempdir(), f"purge-to-miss-dev-{os.getpid()}.log"), "w+")
     dev = subprocess.Popen(
         [os.path.join(args.bin, "purgecast"), "dev", "--nodes", str(args.nodes), "--fresh",
-         "--dir", args.dir, "--base-port", str(args.base_port)],
+         "--dir", args.dir, "--base-port", str(args.base_port)] + (["--varnish"] if args.varnish else []),
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -230,6 +254,7 @@ def main():
     ap.add_argument("--ctl-samples", type=int, default=30)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--varnish", action="store_true", help="also time a Varnish per node, purged by its sink")
     args = ap.parse_args()
     if not (1 <= args.nodes <= 64 and 1 <= args.rounds <= 10_000 and 0 < args.timeout <= 60):
         ap.error("nodes 1-64, rounds 1-10000, timeout up to 60 s")
@@ -238,11 +263,12 @@ def main():
     try:
         grpc = [int(p) for p in re.findall(r"grpc http://127\.0\.0\.1:(\d+)", text)]
         edge = [int(p) for p in re.findall(r"edge http://127\.0\.0\.1:(\d+)", text)]
+        varnish = [int(p) for p in re.findall(r"varnish http://127\.0\.0\.1:(\d+)", text)]
         if len(grpc) != args.nodes or len(edge) != args.nodes:
             raise RuntimeError(f"expected {args.nodes} nodes in dev's output:\n{text}")
         print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; "
               f"{args.nodes} nodes, edges {edge[0]}..{edge[-1]}")
-        asyncio.run(bench(args, grpc, edge))
+        asyncio.run(bench(args, grpc, edge, varnish))
         print(f"load at the end {os.getloadavg()[0]:.2f}")
     finally:
         stop_cluster(dev, log)

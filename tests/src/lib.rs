@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 /// How often the harness polls a purge's status while waiting for it.
 pub const POLL: Duration = Duration::from_millis(20);
 
+pub mod caches;
 pub mod fidelity;
 pub mod http;
 pub mod metrics;
@@ -35,12 +36,43 @@ pub fn bin(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// Ports handed to nodes come from below the kernel's ephemeral range
+/// (32768..), in order, from a start that depends on the process id.
+/// Asking the kernel for port 0 and closing it again is racy: the tests
+/// of one binary run in parallel and two nodes could be handed the same
+/// port (CI once saw a node's API port answer with another node's
+/// metrics server), and any outgoing connection may take a port before
+/// its node binds it. A counter cannot repeat within a process, and no
+/// outgoing connection is given a port below the ephemeral range.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+fn next_port(bindable: impl Fn(u16) -> bool) -> Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORTS.end - PORTS.start);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = PORTS.start + u16::try_from(offset)?;
+        if bindable(port) {
+            return Ok(port);
+        }
+    }
+    bail!("no free port in {PORTS:?}")
+}
+
 fn free_tcp() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    next_port(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+}
+
+/// A loopback TCP port no other test of this process is handed.
+pub fn free_port() -> Result<u16> {
+    free_tcp()
 }
 
 fn free_udp() -> Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+    next_port(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok())
 }
 
 /// Extra `key = value` lines for a node's `[protocol]` section, and more.
@@ -61,6 +93,8 @@ pub struct Opts {
     pub edge_origin: Option<String>,
     /// Extra `key = value` lines for the `[edge]` section.
     pub edge: Vec<(String, String)>,
+    /// TOML appended to node `i`'s config (e.g. its `[[sink]]` sections).
+    pub node_extra: Vec<(usize, String)>,
 }
 
 impl Default for Opts {
@@ -84,6 +118,7 @@ impl Default for Opts {
             data_dirs: Vec::new(),
             edge_origin: None,
             edge: Vec::new(),
+            node_extra: Vec::new(),
         }
     }
 }
@@ -332,7 +367,7 @@ pub fn config_text(node: &Node, certs: &Path, seeds: &[SocketAddr], opts: &Opts,
     format!(
         "name = \"{name}\"\nlisten_peer = \"{peer}\"\nlisten_api = \"{api}\"\nlisten_metrics = \"{metrics}\"\n\
          data_dir = \"{data}\"\nseeds = [{seeds}]\npop = \"{pop}\"\nregion = \"{region}\"\napi_tokens = [{tokens}]\n{wan}\
-         [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n[protocol]\n{protocol}{edge}",
+         [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n[protocol]\n{protocol}{edge}{extra}",
         name = node.name,
         peer = node.peer,
         api = node.api,
@@ -340,6 +375,7 @@ pub fn config_text(node: &Node, certs: &Path, seeds: &[SocketAddr], opts: &Opts,
         data = opts.data_dirs.iter().find(|(n, _)| *n == i).map_or_else(|| node.dir.join("data"), |(_, d)| d.clone()).display(),
         seeds = seeds.join(", "),
         tokens = tokens.join(", "),
+        extra = opts.node_extra.iter().filter(|(n, _)| *n == i).map(|(_, t)| format!("\n{t}")).collect::<String>(),
         ca = certs.join("ca.pem").display(),
         cert = certs.join(format!("{}.pem", node.name)).display(),
         key = certs.join(format!("{}-key.pem", node.name)).display(),

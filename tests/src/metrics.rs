@@ -32,3 +32,16 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
     Ok((code, body))
 }
+
+/// Sum of the samples of `name` whose labels include every `(key, value)`.
+pub fn labelled(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| {
+            let set = l.split_once('{').and_then(|(_, rest)| rest.split_once('}')).map_or("", |(s, _)| s);
+            labels.iter().all(|(k, v)| set.split(',').any(|kv| kv == format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

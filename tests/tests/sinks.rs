@@ -1,0 +1,351 @@
+//! Sinks: each node purges a real cache beside it (Varnish, nginx, Apache
+//! Traffic Server, or a webhook), started by the test on loopback in front
+//! of a real origin process.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use purgecast_proto::api as pb;
+use purgecast_tests::caches::{available, Cache, Kind};
+use purgecast_tests::http::{self, Origin, Response};
+use purgecast_tests::metrics::{http_get, labelled, scrape};
+use purgecast_tests::{everything, host, prefix, tag, url, Cluster, Opts};
+
+const SITE: &str = "site.test";
+const OTHER: &str = "other.test";
+
+async fn get(cache: &Cache, host: &str, path: &str) -> Result<Response> {
+    http::get(cache.addr, host, path, &[]).await
+}
+
+/// `HIT`, `HIT-STALE`, `MISS` (Varnish's VCL) or nginx/ATS's own words.
+fn state(r: &Response) -> String {
+    r.header("x-cache").unwrap_or("").to_ascii_uppercase()
+}
+
+fn version(r: &Response) -> String {
+    r.text().trim().rsplit(' ').next().unwrap_or_default().to_string()
+}
+
+/// Fills `path` into `cache` and checks the next request is a hit.
+async fn warm(cache: &Cache, host: &str, path: &str) -> Result<()> {
+    let first = get(cache, host, path).await?;
+    if first.status != 200 {
+        bail!("{host}{path} on {:?}: {first:?}", cache.kind);
+    }
+    let second = get(cache, host, path).await?;
+    if !state(&second).starts_with("HIT") {
+        bail!("{host}{path} not cached by {:?}: {second:?}", cache.kind);
+    }
+    Ok(())
+}
+
+async fn caches(kind: Kind, n: usize, root: &std::path::Path, origin: &Origin) -> Result<Vec<Cache>> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(Cache::start(kind, &root.join(format!("{}-{i}", kind.sink_kind())), &origin.upstream()).await?);
+    }
+    Ok(out)
+}
+
+fn sinks(caches: &[Cache], extra: &[(&str, &str)]) -> Opts {
+    Opts {
+        node_extra: caches.iter().enumerate().map(|(i, c)| (i, c.sink_toml("cache", extra))).collect(),
+        ..Opts::default()
+    }
+}
+
+async fn purge(c: &Cluster, i: usize, selectors: Vec<pb::Selector>, soft: bool) -> Result<pb::PurgeStatus> {
+    let status = c.purge_and_wait(i, selectors, soft).await?;
+    assert!(status.complete && status.pending.is_empty(), "{status:?}");
+    Ok(status)
+}
+
+#[tokio::test]
+async fn three_varnish_caches_purged_by_tag_url_host_and_prefix() -> Result<()> {
+    if !available(Kind::Varnish)? {
+        return Ok(());
+    }
+    let origin = Origin::start(&[]).await?;
+    let root = tempfile::tempdir()?;
+    let vs = caches(Kind::Varnish, 3, root.path(), &origin).await?;
+    let c = Cluster::start(3, sinks(&vs, &[])).await?;
+    let paths = [(SITE, "/a/1?tags=red"), (SITE, "/b/2"), (SITE, "/c/3"), (SITE, "/d/4"), (OTHER, "/a/1")];
+    for v in &vs {
+        for (h, p) in paths {
+            warm(v, h, p).await?;
+        }
+    }
+
+    // Tag, through node 0: only the tagged object goes, on all three.
+    purge(&c, 0, vec![tag("red")], false).await?;
+    for v in &vs {
+        assert_eq!(state(&get(v, SITE, "/a/1?tags=red").await?), "MISS");
+        assert!(state(&get(v, SITE, "/b/2").await?).starts_with("HIT"));
+    }
+    // URL, through node 1.
+    purge(&c, 1, vec![url("http://site.test/b/2")], false).await?;
+    for v in &vs {
+        assert_eq!(state(&get(v, SITE, "/b/2").await?), "MISS");
+        assert!(state(&get(v, SITE, "/c/3").await?).starts_with("HIT"));
+    }
+    // Prefix, through node 2: /c goes, /d and the other host stay.
+    purge(&c, 2, vec![prefix("site.test/c")], false).await?;
+    for v in &vs {
+        assert_eq!(state(&get(v, SITE, "/c/3").await?), "MISS");
+        assert!(state(&get(v, SITE, "/d/4").await?).starts_with("HIT"));
+        assert!(state(&get(v, OTHER, "/a/1").await?).starts_with("HIT"));
+    }
+    // Host: the other host goes, site.test stays.
+    purge(&c, 0, vec![host(OTHER)], false).await?;
+    for v in &vs {
+        assert_eq!(state(&get(v, OTHER, "/a/1").await?), "MISS");
+        assert!(state(&get(v, SITE, "/d/4").await?).starts_with("HIT"));
+    }
+    // Everything.
+    purge(&c, 1, vec![everything()], false).await?;
+    for v in &vs {
+        assert_eq!(state(&get(v, SITE, "/d/4").await?), "MISS");
+    }
+    let m = scrape(c.nodes[0].metrics).await?;
+    assert!(labelled(&m, "purgecast_sink_purges_total", &[("result", "confirmed"), ("sink", "cache")]) >= 5.0, "{m}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_soft_purge_serves_grace_then_the_new_version() -> Result<()> {
+    if !available(Kind::Varnish)? {
+        return Ok(());
+    }
+    let origin = Origin::start(&[]).await?;
+    let root = tempfile::tempdir()?;
+    let vs = caches(Kind::Varnish, 2, root.path(), &origin).await?;
+    let c = Cluster::start(2, sinks(&vs, &[])).await?;
+    for v in &vs {
+        warm(v, SITE, "/s/1").await?;
+        warm(v, SITE, "/s/2").await?;
+    }
+    origin.bump().await?;
+    purge(&c, 0, vec![tag("s")], true).await?;
+    purge(&c, 1, vec![url("http://site.test/s/2")], true).await?;
+    for v in &vs {
+        for path in ["/s/1", "/s/2"] {
+            let stale = get(v, SITE, path).await?;
+            assert_eq!(state(&stale), "HIT-STALE", "{path}: {stale:?}");
+            assert_eq!(version(&stale), "v1", "grace serves the old copy at once");
+            // The background fetch replaces it; bounded wait.
+            let start = Instant::now();
+            loop {
+                let r = get(v, SITE, path).await?;
+                if version(&r) == "v2" && state(&r) == "HIT" {
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(10) {
+                    bail!("{path} never refreshed: {r:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A cache that hangs (SIGSTOP: it keeps its objects) while purges arrive:
+/// the purge stays pending at its origin, the node turns not ready, and
+/// when the cache is back the purge reaches it, also after the node itself
+/// was killed and restarted in between.
+#[tokio::test]
+async fn a_hung_varnish_gets_its_purges_when_back_even_across_a_node_restart() -> Result<()> {
+    if !available(Kind::Varnish)? {
+        return Ok(());
+    }
+    let origin = Origin::start(&[]).await?;
+    let root = tempfile::tempdir()?;
+    let vs = caches(Kind::Varnish, 3, root.path(), &origin).await?;
+    let mut c = Cluster::start(3, sinks(&vs, &[("timeout", "\"300ms\""), ("not_ready_after", "\"1s\"")])).await?;
+    for v in &vs {
+        warm(v, SITE, "/h/1").await?;
+        warm(v, SITE, "/h/2").await?;
+    }
+    vs[2].freeze(true)?;
+    let client = c.client(0).await?;
+    let first = client.purge(vec![tag("h")], pb::PurgeMode::Hard).await?.id;
+    let node2 = c.nodes[2].name.clone();
+    // Pending at the origin for as long as the cache is away.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        let s = client.status(&first).await?;
+        assert!(!s.complete, "complete while node 2's cache is hung: {s:?}");
+        assert_eq!(s.pending, vec![node2.clone()]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, why) = http_get(c.nodes[2].metrics, "/readyz").await?;
+    assert_eq!(code, 503, "{why}");
+    assert!(why.contains("sinks"), "{why}");
+
+    // The node dies with the purge unconfirmed, and comes back.
+    c.kill9(2);
+    c.restart(2).await?;
+    let second = client.purge(vec![url("http://site.test/h/2")], pb::PurgeMode::Hard).await?.id;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    vs[2].freeze(false)?;
+    for id in [&first, &second] {
+        let s = client.wait_complete(id, Duration::from_secs(20), Duration::from_millis(50)).await?;
+        assert!(s.complete && s.pending.is_empty(), "{s:?}");
+    }
+    assert_eq!(state(&get(&vs[2], SITE, "/h/1").await?), "MISS", "the restarted node sent the backlog");
+    assert_eq!(state(&get(&vs[2], SITE, "/h/2").await?), "MISS");
+    let (code, why) = http_get(c.nodes[2].metrics, "/readyz").await?;
+    assert_eq!(code, 200, "ready again: {why}");
+    Ok(())
+}
+
+/// Varnish skips objects being fetched when a tag purge arrives
+/// (varnish-cache#1420): the fetch stores the old object after the purge.
+/// The sink's repeat removes it.
+#[tokio::test]
+async fn a_fill_racing_a_tag_purge_is_removed_by_the_repeat() -> Result<()> {
+    if !available(Kind::Varnish)? {
+        return Ok(());
+    }
+    let origin = Origin::start(&[]).await?;
+    let root = tempfile::tempdir()?;
+    let vs = caches(Kind::Varnish, 1, root.path(), &origin).await?;
+    let c = Cluster::start(1, sinks(&vs, &[("repeat_after", "\"1s\"")])).await?;
+    origin.gate(true).await?;
+    let addr = vs[0].addr;
+    let fill = tokio::spawn(async move { http::get(addr, SITE, "/race/1", &[]).await });
+    origin.wait_held(Duration::from_secs(10)).await?;
+    // The origin has answered nothing yet: the purge finds a busy object.
+    purge(&c, 0, vec![tag("race")], false).await?;
+    origin.gate(false).await?;
+    let filled = fill.await??;
+    assert_eq!(version(&filled), "v1");
+    // New content from now on: what a request should get once the object
+    // the racing fill stored is gone.
+    origin.bump().await?;
+    let raced = get(&vs[0], SITE, "/race/1").await?;
+    assert_eq!((state(&raced).as_str(), version(&raced).as_str()), ("HIT", "v1"), "the race, as Varnish has it");
+    let start = Instant::now();
+    loop {
+        let r = get(&vs[0], SITE, "/race/1").await?;
+        if version(&r) == "v2" {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("the repeat never removed the raced object: {r:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = scrape(c.nodes[0].metrics).await?;
+    assert!(labelled(&m, "purgecast_sink_repeats_total", &[("result", "confirmed"), ("sink", "cache")]) >= 1.0);
+    Ok(())
+}
+
+/// nginx and ATS purge URLs; other selectors are skipped, counted, and do
+/// not hold the purge up.
+async fn url_only_cache(kind: Kind) -> Result<()> {
+    if !available(kind)? {
+        return Ok(());
+    }
+    let origin = Origin::start(&[]).await?;
+    let root = tempfile::tempdir()?;
+    let cs = caches(kind, 1, root.path(), &origin).await?;
+    let c = Cluster::start(2, sinks(&cs, &[])).await?;
+    warm(&cs[0], SITE, "/u/1").await?;
+    warm(&cs[0], SITE, "/u/2").await?;
+    // Through the node without the cache: it travels the purge plane.
+    purge(&c, 1, vec![url("http://site.test/u/1")], false).await?;
+    let r = get(&cs[0], SITE, "/u/1").await?;
+    assert!(!state(&r).starts_with("HIT"), "{kind:?} still serves a purged URL: {r:?}");
+    purge(&c, 1, vec![tag("u")], false).await?;
+    assert!(state(&get(&cs[0], SITE, "/u/2").await?).starts_with("HIT"), "a tag cannot reach {kind:?}");
+    let m = scrape(c.nodes[0].metrics).await?;
+    assert_eq!(labelled(&m, "purgecast_sink_skipped_total", &[("selector", "tag"), ("sink", "cache")]), 1.0, "{m}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn nginx_purges_urls() -> Result<()> {
+    url_only_cache(Kind::Nginx).await
+}
+
+#[tokio::test]
+async fn traffic_server_purges_urls() -> Result<()> {
+    url_only_cache(Kind::Ats).await
+}
+
+/// An HTTP endpoint that records what it is sent; it refuses the first
+/// `refuse` requests with 503, so the sink must retry.
+struct Receiver {
+    addr: std::net::SocketAddr,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+impl Receiver {
+    async fn start(refuse: usize) -> Result<Receiver> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = got.clone();
+        tokio::spawn(async move {
+            let mut served = 0usize;
+            while let Ok((sock, _)) = listener.accept().await {
+                let mut r = BufReader::new(sock);
+                // One request per connection is enough: answer and close.
+                let mut head = String::new();
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    head.push_str(&line);
+                }
+                let mut body = vec![0u8; len.min(1 << 20)];
+                if r.read_exact(&mut body).await.is_err() {
+                    continue;
+                }
+                served += 1;
+                let status = if served <= refuse { "503 Service Unavailable" } else { "200 OK" };
+                if served > refuse {
+                    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                    seen.lock().unwrap().push((head, json));
+                }
+                let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = r.get_mut().write_all(reply.as_bytes()).await;
+            }
+        });
+        Ok(Receiver { addr, got })
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_gets_each_purge_as_json_and_is_retried() -> Result<()> {
+    let hook = Receiver::start(2).await?;
+    let sink = format!(
+        "[[sink]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://{}/purges/{{id}}\"\n\
+         headers = {{ Authorization = \"Bearer hook-secret\" }}\n",
+        hook.addr
+    );
+    let c = Cluster::start(2, Opts { node_extra: vec![(0, sink)], ..Opts::default() }).await?;
+    let status = purge(&c, 1, vec![tag("t1"), prefix("site.test/p/")], true).await?;
+    let got = hook.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (head, body) = &got[0];
+    assert!(head.starts_with(&format!("POST /purges/{} ", status.id)), "{head}");
+    assert!(head.to_ascii_lowercase().contains("authorization: bearer hook-secret"), "{head}");
+    assert_eq!(body["id"], status.id.as_str());
+    assert_eq!(body["mode"], "soft");
+    assert_eq!(body["selectors"][0]["tag"], "t1");
+    assert_eq!(body["selectors"][1]["prefix"]["host"], "site.test");
+    assert_eq!(body["selectors"][1]["prefix"]["path"], "/p/");
+    let m = scrape(c.nodes[0].metrics).await?;
+    assert_eq!(labelled(&m, "purgecast_sink_purges_total", &[("result", "failed"), ("sink", "hook")]), 2.0, "{m}");
+    Ok(())
+}
