@@ -171,7 +171,19 @@ async fn a_hung_varnish_gets_its_purges_when_back_even_across_a_node_restart() -
     let client = c.client(0).await?;
     let first = client.purge(vec![tag("h")], pb::PurgeMode::Hard).await?.id;
     let node2 = c.nodes[2].name.clone();
-    // Pending at the origin for as long as the cache is away.
+    // The other caches confirm; node 2 stays pending for as long as its
+    // cache is away.
+    let start = Instant::now();
+    loop {
+        let s = client.status(&first).await?;
+        if s.pending == vec![node2.clone()] {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("the caches of nodes 0 and 1 never confirmed: {s:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(3) {
         let s = client.status(&first).await?;
