@@ -61,6 +61,10 @@ struct Run<'p> {
     seen: Option<BTreeSet<Vec<u8>>>,
     /// Smallest range covering the entry keys this selector deleted.
     span: Option<Range>,
+    /// URLs whose objects the purge deletes (hard) or marks stale (soft),
+    /// handled together once its selectors are matched: one ordered walk
+    /// over the objects instead of a seek per URL.
+    urls: Vec<String>,
 }
 
 impl<'s> Builder<'s> {
@@ -110,7 +114,7 @@ impl<'s> Builder<'s> {
         match run.purge.mode {
             Mode::Hard => {
                 delete_entry(&mut self.batch, &self.cfs, &e);
-                self.store.drop_objects_of(&mut self.batch, &self.cfs, &e.key, &mut self.dropped)?;
+                run.urls.push(e.key.clone());
                 let point = codec::point(&key);
                 run.span = Some(match run.span.take() {
                     Some(s) => s.span(&point),
@@ -125,7 +129,7 @@ impl<'s> Builder<'s> {
                 // Keep the earliest stale-since: purges can arrive out of order.
                 if fresh || e.stale_since_ms > run.purge.issued_at_ms {
                     let at = run.purge.issued_at_ms;
-                    self.store.stale_objects_of(&mut self.batch, &self.cfs, &e.key, at, &self.dropped)?;
+                    run.urls.push(e.key.clone());
                     e.stale = true;
                     e.stale_since_ms = at;
                     self.batch.put_cf(self.cfs.entries, &key, codec::encode_entry(&e));
@@ -153,6 +157,18 @@ impl<'s> Builder<'s> {
             self.dirty.push((cf, Some(range)));
         }
         Ok(())
+    }
+
+    /// Deletes or marks stale the objects of the entries `run` matched.
+    fn objects_of_run(&mut self, run: &Run<'_>) -> Result<()> {
+        let urls: Vec<&str> = run.urls.iter().map(String::as_str).collect();
+        match run.purge.mode {
+            Mode::Hard => self.store.drop_objects_of(&mut self.batch, &self.cfs, &urls, &mut self.dropped),
+            Mode::Soft => {
+                let at = run.purge.issued_at_ms;
+                self.store.stale_objects_of(&mut self.batch, &self.cfs, &urls, at, &self.dropped)
+            }
+        }
     }
 
     fn everything(&mut self, run: &mut Run<'_>) -> Result<()> {
@@ -195,7 +211,13 @@ impl<'s> Builder<'s> {
         let selectors =
             if purge.selectors.contains(&Selector::Everything) { &everything[..] } else { &purge.selectors[..] };
         let several_soft = purge.mode == Mode::Soft && selectors.len() > 1;
-        let mut run = Run { purge, out: ApplyOutcome::default(), seen: several_soft.then(BTreeSet::new), span: None };
+        let mut run = Run {
+            purge,
+            out: ApplyOutcome::default(),
+            seen: several_soft.then(BTreeSet::new),
+            span: None,
+            urls: Vec::new(),
+        };
         for sel in selectors {
             match sel {
                 Selector::Url(u) => {
@@ -215,6 +237,7 @@ impl<'s> Builder<'s> {
                 Selector::Everything => self.everything(&mut run)?,
             }
         }
+        self.objects_of_run(&run)?;
         if run.out.removed >= COMPACT_MIN_REMOVED && !self.wiped {
             if let Some(span) = run.span.take() {
                 self.dirty.push((CF_ENTRIES, Some(span)));

@@ -247,8 +247,9 @@ impl Store {
         let mut dropped = super::objects::Dropped::default();
         for e in &expired {
             delete_entry(&mut batch, &cfs, e);
-            self.drop_objects_of(&mut batch, &cfs, &e.key, &mut dropped)?;
         }
+        let urls: Vec<&str> = expired.iter().map(|e| e.key.as_str()).collect();
+        self.drop_objects_of(&mut batch, &cfs, &urls, &mut dropped)?;
         let removed = expired.len() as u64;
         let count = self.count_all().saturating_sub(removed);
         batch.put_cf(cfs.meta, META_COUNT, codec::encode_u64(count));

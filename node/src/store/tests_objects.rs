@@ -140,3 +140,47 @@ fn evicting_a_urls_last_object_removes_its_entry_and_the_sequence_survives_a_res
     assert_eq!(s.object_stats(), (0, 0));
     assert_consistent(&s);
 }
+
+/// A tag matching some URLs among many, some with several variants: the
+/// ordered walk over the objects (steps and seeks) finds exactly theirs,
+/// hard and soft.
+#[test]
+fn a_tag_purge_over_many_urls_takes_exactly_their_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let mut tagged = Vec::new();
+    let mut others = Vec::new();
+    for i in 0..600u32 {
+        // Every 7th URL is tagged; runs of untagged ones in between vary, so
+        // the walk both steps and seeks.
+        let hot = i % 7 == 0 || (200..230).contains(&i);
+        let url = format!("http://a.com/o/{i}");
+        let variants: Vec<Option<[u8; 16]>> = match i % 3 {
+            0 => vec![None],
+            1 => vec![Some([1; 16]), Some([2; 16])],
+            _ => vec![Some([3; 16]), Some([4; 16]), Some([5; 16])],
+        };
+        for v in variants {
+            let f = fill(&s, &url, if hot { &["hot"] } else { &["cold"] }, b"body", v);
+            let id = f.id;
+            s.store_object(f).unwrap();
+            if hot {
+                tagged.push(id)
+            } else {
+                others.push(id)
+            }
+        }
+    }
+    let (n, bytes) = s.object_stats();
+    assert_eq!(n as usize, tagged.len() + others.len());
+
+    s.apply_purge(&purge(1, Mode::Soft, vec![Selector::tag("hot").unwrap()]), 5).unwrap();
+    assert!(tagged.iter().all(|id| s.object(id).unwrap().unwrap().stale_since_ms != 0), "every tagged object stale");
+    assert!(others.iter().all(|id| s.object(id).unwrap().unwrap().stale_since_ms == 0), "no other one");
+
+    s.apply_purge(&purge(2, Mode::Hard, vec![Selector::tag("hot").unwrap()]), 6).unwrap();
+    assert!(tagged.iter().all(|id| s.object(id).unwrap().is_none()));
+    assert!(others.iter().all(|id| s.object(id).unwrap().is_some()));
+    assert_eq!(s.object_stats(), (others.len() as u64, bytes - 4 * tagged.len() as u64));
+    assert_consistent(&s);
+}
