@@ -40,19 +40,30 @@ async fn warm(cache: &Cache, host: &str, path: &str) -> Result<()> {
     Ok(())
 }
 
-async fn caches(kind: Kind, n: usize, root: &std::path::Path, origin: &Origin) -> Result<Vec<Cache>> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        out.push(Cache::start(kind, &root.join(format!("{}-{i}", kind.sink_kind())), &origin.upstream()).await?);
-    }
-    Ok(out)
+/// A test origin, `caches` caches of `kind` in front of it, and `nodes`
+/// nodes, node i purging cache i through a sink named "cache" (`extra`:
+/// more sink keys). None when the cache is not installed (outside CI).
+struct Rig {
+    origin: Origin,
+    caches: Vec<Cache>,
+    c: Cluster,
+    _root: tempfile::TempDir,
 }
 
-fn sinks(caches: &[Cache], extra: &[(&str, &str)]) -> Opts {
-    Opts {
-        node_extra: caches.iter().enumerate().map(|(i, c)| (i, c.sink_toml("cache", extra))).collect(),
-        ..Opts::default()
+async fn rig(kind: Kind, caches: usize, nodes: usize, extra: &[(&str, &str)]) -> Result<Option<Rig>> {
+    if !available(kind)? {
+        return Ok(None);
     }
+    let origin = Origin::start(&[]).await?;
+    let root = tempfile::tempdir()?;
+    let mut cs = Vec::new();
+    for i in 0..caches {
+        let dir = root.path().join(format!("{}-{i}", kind.sink_kind()));
+        cs.push(Cache::start(kind, &dir, &origin.upstream()).await?);
+    }
+    let node_extra = cs.iter().enumerate().map(|(i, cache)| (i, cache.sink_toml("cache", extra))).collect();
+    let c = Cluster::start(nodes, Opts { node_extra, ..Opts::default() }).await?;
+    Ok(Some(Rig { origin, caches: cs, c, _root: root }))
 }
 
 async fn purge(c: &Cluster, i: usize, selectors: Vec<pb::Selector>, soft: bool) -> Result<pb::PurgeStatus> {
@@ -63,13 +74,9 @@ async fn purge(c: &Cluster, i: usize, selectors: Vec<pb::Selector>, soft: bool) 
 
 #[tokio::test]
 async fn three_varnish_caches_purged_by_tag_url_host_and_prefix() -> Result<()> {
-    if !available(Kind::Varnish)? {
+    let Some(Rig { origin: _origin, caches: vs, c, _root }) = rig(Kind::Varnish, 3, 3, &[]).await? else {
         return Ok(());
-    }
-    let origin = Origin::start(&[]).await?;
-    let root = tempfile::tempdir()?;
-    let vs = caches(Kind::Varnish, 3, root.path(), &origin).await?;
-    let c = Cluster::start(3, sinks(&vs, &[])).await?;
+    };
     let paths = [(SITE, "/a/1?tags=red"), (SITE, "/b/2"), (SITE, "/c/3"), (SITE, "/d/4"), (OTHER, "/a/1")];
     for v in &vs {
         for (h, p) in paths {
@@ -114,13 +121,9 @@ async fn three_varnish_caches_purged_by_tag_url_host_and_prefix() -> Result<()> 
 
 #[tokio::test]
 async fn a_soft_purge_serves_grace_then_the_new_version() -> Result<()> {
-    if !available(Kind::Varnish)? {
+    let Some(Rig { origin, caches: vs, c, _root }) = rig(Kind::Varnish, 2, 2, &[]).await? else {
         return Ok(());
-    }
-    let origin = Origin::start(&[]).await?;
-    let root = tempfile::tempdir()?;
-    let vs = caches(Kind::Varnish, 2, root.path(), &origin).await?;
-    let c = Cluster::start(2, sinks(&vs, &[])).await?;
+    };
     for v in &vs {
         warm(v, SITE, "/s/1").await?;
         warm(v, SITE, "/s/2").await?;
@@ -156,13 +159,11 @@ async fn a_soft_purge_serves_grace_then_the_new_version() -> Result<()> {
 /// was killed and restarted in between.
 #[tokio::test]
 async fn a_hung_varnish_gets_its_purges_when_back_even_across_a_node_restart() -> Result<()> {
-    if !available(Kind::Varnish)? {
+    let Some(Rig { origin: _origin, caches: vs, mut c, _root }) =
+        rig(Kind::Varnish, 3, 3, &[("timeout", "\"300ms\""), ("not_ready_after", "\"1s\"")]).await?
+    else {
         return Ok(());
-    }
-    let origin = Origin::start(&[]).await?;
-    let root = tempfile::tempdir()?;
-    let vs = caches(Kind::Varnish, 3, root.path(), &origin).await?;
-    let mut c = Cluster::start(3, sinks(&vs, &[("timeout", "\"300ms\""), ("not_ready_after", "\"1s\"")])).await?;
+    };
     for v in &vs {
         warm(v, SITE, "/h/1").await?;
         warm(v, SITE, "/h/2").await?;
@@ -218,13 +219,10 @@ async fn a_hung_varnish_gets_its_purges_when_back_even_across_a_node_restart() -
 /// The sink's repeat removes it.
 #[tokio::test]
 async fn a_fill_racing_a_tag_purge_is_removed_by_the_repeat() -> Result<()> {
-    if !available(Kind::Varnish)? {
+    let Some(Rig { origin, caches: vs, c, _root }) = rig(Kind::Varnish, 1, 1, &[("repeat_after", "\"1s\"")]).await?
+    else {
         return Ok(());
-    }
-    let origin = Origin::start(&[]).await?;
-    let root = tempfile::tempdir()?;
-    let vs = caches(Kind::Varnish, 1, root.path(), &origin).await?;
-    let c = Cluster::start(1, sinks(&vs, &[("repeat_after", "\"1s\"")])).await?;
+    };
     origin.gate(true).await?;
     let addr = vs[0].addr;
     let fill = tokio::spawn(async move { http::get(addr, SITE, "/race/1", &[]).await });
@@ -258,13 +256,9 @@ async fn a_fill_racing_a_tag_purge_is_removed_by_the_repeat() -> Result<()> {
 /// nginx and ATS purge URLs; other selectors are skipped, counted, and do
 /// not hold the purge up.
 async fn url_only_cache(kind: Kind) -> Result<()> {
-    if !available(kind)? {
+    let Some(Rig { origin: _origin, caches: cs, c, _root }) = rig(kind, 1, 2, &[]).await? else {
         return Ok(());
-    }
-    let origin = Origin::start(&[]).await?;
-    let root = tempfile::tempdir()?;
-    let cs = caches(kind, 1, root.path(), &origin).await?;
-    let c = Cluster::start(2, sinks(&cs, &[])).await?;
+    };
     warm(&cs[0], SITE, "/u/1").await?;
     warm(&cs[0], SITE, "/u/2").await?;
     // Through the node without the cache: it travels the purge plane.
