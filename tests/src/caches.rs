@@ -50,12 +50,7 @@ impl Kind {
 /// with a message; in CI (`CI` set) it is an error, since .ci/run installs
 /// them.
 pub fn available(kind: Kind) -> Result<bool> {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).chain(["/usr/sbin".into(), "/usr/bin".into()]).collect::<Vec<PathBuf>>())
-        .unwrap_or_default()
-        .iter()
-        .any(|d| d.join(kind.program()).is_file());
-    if found {
+    if locate(kind).is_some() {
         return Ok(true);
     }
     if std::env::var_os("CI").is_some() {
@@ -63,6 +58,16 @@ pub fn available(kind: Kind) -> Result<bool> {
     }
     eprintln!("SKIPPED: {} is not installed (apt-get install {})", kind.program(), kind.packages());
     Ok(false)
+}
+
+/// The cache's program: on the PATH, or in /usr/sbin (varnishd lives there
+/// and a non-login PATH may lack it).
+fn locate(kind: Kind) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/bin".into()])
+        .map(|d: PathBuf| d.join(kind.program()))
+        .find(|p| p.is_file())
 }
 
 fn template(rel: &str) -> PathBuf {
@@ -99,11 +104,13 @@ impl Cache {
             ("ORIGIN_PORT", origin_port.to_string()),
             ("DIR", dir.display().to_string()),
         ];
-        let command = match kind {
+        let (_, args) = match kind {
             Kind::Varnish => varnish(dir, port, &vars)?,
             Kind::Nginx => nginx(dir, &vars)?,
             Kind::Ats => ats(dir, &vars)?,
         };
+        let program = locate(kind).with_context(|| format!("{} is not installed", kind.program()))?;
+        let command = (program, args);
         let mut cache = Cache {
             kind,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
