@@ -77,7 +77,16 @@ async fn three_varnish_caches_purged_by_tag_url_host_and_prefix() -> Result<()> 
     let Some(Rig { origin: _origin, caches: vs, c, _root }) = rig(Kind::Varnish, 3, 3, &[]).await? else {
         return Ok(());
     };
-    let paths = [(SITE, "/a/1?tags=red"), (SITE, "/b/2"), (SITE, "/c/3"), (SITE, "/d/4"), (OTHER, "/a/1")];
+    let paths = [
+        (SITE, "/a/1?tags=red"),
+        (SITE, "/b/2"),
+        (SITE, "/c/3"),
+        (SITE, "/d/4"),
+        (OTHER, "/a/1"),
+        // Regex metacharacters in a prefix are matched literally.
+        (SITE, "/e.x(1)+[z]/k"),
+        (SITE, "/eax(1)+[z]/k"),
+    ];
     for v in &vs {
         for (h, p) in paths {
             warm(v, h, p).await?;
@@ -102,6 +111,11 @@ async fn three_varnish_caches_purged_by_tag_url_host_and_prefix() -> Result<()> 
         assert_eq!(state(&get(v, SITE, "/c/3").await?), "MISS");
         assert!(state(&get(v, SITE, "/d/4").await?).starts_with("HIT"));
         assert!(state(&get(v, OTHER, "/a/1").await?).starts_with("HIT"));
+    }
+    purge(&c, 2, vec![prefix("site.test/e.x(1)+[z]/")], false).await?;
+    for v in &vs {
+        assert_eq!(state(&get(v, SITE, "/e.x(1)+[z]/k").await?), "MISS");
+        assert!(state(&get(v, SITE, "/eax(1)+[z]/k").await?).starts_with("HIT"), "'.' is not a wildcard");
     }
     // Host: the other host goes, site.test stays.
     purge(&c, 0, vec![host(OTHER)], false).await?;
