@@ -169,6 +169,23 @@ impl Cache {
         Ok(())
     }
 
+    /// Kills the cache (its whole process group): connections are refused
+    /// until [`Cache::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pgid = format!("-{}", c.id());
+            let _ = Command::new("kill").args(["-CONT", "--", &pgid]).status();
+            let _ = Command::new("kill").args(["-KILL", "--", &pgid]).status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the cache again on the same port, empty.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn().await
+    }
+
     /// The `[[sink]]` section that points a node at this cache.
     pub fn sink_toml(&self, name: &str, extra: &[(&str, &str)]) -> String {
         let mut s =
@@ -185,13 +202,7 @@ impl Cache {
 
 impl Drop for Cache {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // The whole group: workers forked by the manager process too.
-            let pgid = format!("-{}", c.id());
-            let _ = Command::new("kill").args(["-CONT", "--", &pgid]).status();
-            let _ = Command::new("kill").args(["-KILL", "--", &pgid]).status();
-            let _ = c.wait();
-        }
+        self.stop();
     }
 }
 

@@ -228,6 +228,27 @@ async fn a_hung_varnish_gets_its_purges_when_back_even_across_a_node_restart() -
     Ok(())
 }
 
+/// A Varnish that is down (connection refused) while a purge arrives gets
+/// it once it is started again; until then its node is pending.
+#[tokio::test]
+async fn a_stopped_varnish_gets_the_purge_once_started_again() -> Result<()> {
+    let Some(Rig { origin: _origin, caches: mut vs, c, _root }) = rig(Kind::Varnish, 2, 2, &[]).await? else {
+        return Ok(());
+    };
+    vs[1].stop();
+    let client = c.client(0).await?;
+    let id = client.purge(vec![tag("down")], pb::PurgeMode::Hard).await?.id;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s = client.status(&id).await?;
+    assert!(!s.complete && s.pending == vec![c.nodes[1].name.clone()], "{s:?}");
+    vs[1].restart().await?;
+    let s = client.wait_complete(&id, Duration::from_secs(20), Duration::from_millis(50)).await?;
+    assert!(s.complete && s.pending.is_empty(), "{s:?}");
+    let m = scrape(c.nodes[1].metrics).await?;
+    assert!(labelled(&m, "purgecast_sink_purges_total", &[("result", "failed"), ("sink", "cache")]) >= 1.0, "{m}");
+    Ok(())
+}
+
 /// Varnish skips objects being fetched when a tag purge arrives
 /// (varnish-cache#1420): the fetch stores the old object after the purge.
 /// The sink's repeat removes it.
