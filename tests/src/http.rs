@@ -208,3 +208,53 @@ impl Drop for Origin {
         let _ = self.child.wait();
     }
 }
+
+/// A webhook endpoint that records the requests it is sent (head and JSON
+/// body); it refuses the first
+/// `refuse` requests with 503, so the sink must retry.
+pub struct Receiver {
+    pub addr: std::net::SocketAddr,
+    pub got: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+impl Receiver {
+    pub async fn start(refuse: usize) -> Result<Receiver> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = got.clone();
+        tokio::spawn(async move {
+            let mut served = 0usize;
+            while let Ok((sock, _)) = listener.accept().await {
+                let mut r = BufReader::new(sock);
+                // One request per connection is enough: answer and close.
+                let mut head = String::new();
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    head.push_str(&line);
+                }
+                let mut body = vec![0u8; len.min(1 << 20)];
+                if r.read_exact(&mut body).await.is_err() {
+                    continue;
+                }
+                served += 1;
+                let status = if served <= refuse { "503 Service Unavailable" } else { "200 OK" };
+                if served > refuse {
+                    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                    seen.lock().unwrap().push((head, json));
+                }
+                let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = r.get_mut().write_all(reply.as_bytes()).await;
+            }
+        });
+        Ok(Receiver { addr, got })
+    }
+}

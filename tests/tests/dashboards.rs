@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use purgecast_tests::http::{self, Origin};
+use purgecast_tests::http::{self, Origin, Receiver};
 use purgecast_tests::metrics::scrape;
 use purgecast_tests::monitoring::{dashboard_exprs, problems, rule_exprs, Exposition};
 use purgecast_tests::{tag, Cluster, Opts};
@@ -62,7 +62,12 @@ fn collect_datasources<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a serde_jso
 #[tokio::test]
 async fn every_series_the_dashboard_and_the_alerts_query_is_exported() -> Result<()> {
     let origin = Origin::start(&[]).await?;
-    let c = Cluster::start(1, Opts { edge_origin: Some(origin.upstream()), ..Opts::default() }).await?;
+    // A sink too (a webhook, the one kind that needs no cache installed),
+    // so the sink panels and alerts are checked against its series.
+    let hook = Receiver::start(0).await?;
+    let sink = format!("[[sink]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://{}/purge\"\n", hook.addr);
+    let opts = Opts { edge_origin: Some(origin.upstream()), node_extra: vec![(0, sink)], ..Opts::default() };
+    let c = Cluster::start(1, opts).await?;
     let edge = c.nodes[0].edge;
     let miss = http::get(edge, "site.test", "/dash/1?tags=dash", &[]).await?;
     assert!(miss.cache().contains("fwd=miss"), "{miss:?}");

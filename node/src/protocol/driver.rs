@@ -124,6 +124,9 @@ impl Driver {
                 engine.applied(now, ticket);
             }
         }
+        if sinks.len() > 0 {
+            metrics::gauge!("purgecast_sink_unconfirmed").set(acks.unconfirmed() as f64);
+        }
         Driver {
             engine,
             transport,

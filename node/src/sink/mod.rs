@@ -106,6 +106,7 @@ pub fn start(
     let failing = Failing { health, by_sink: Arc::new(Mutex::new(BTreeMap::new())) };
     if !configs.is_empty() {
         failing.health.set_condition(SINKS, Ok(()));
+        metrics::gauge!("purgecast_sink_unconfirmed").set(0.0);
     }
     let mut sinks = Sinks::default();
     for cfg in configs {
@@ -122,6 +123,10 @@ pub fn start(
             failing: failing.clone(),
         };
         metrics::gauge!("purgecast_sink_failing", "sink" => cfg.name.clone()).set(0.0);
+        for result in ["confirmed", "failed"] {
+            metrics::counter!("purgecast_sink_purges_total", "sink" => cfg.name.clone(), "result" => result)
+                .increment(0);
+        }
         tracing::info!(sink = %cfg.name, kind = cfg.kind.as_str(), "sink started");
         tokio::spawn(worker.run());
         sinks.wake.push(wake);
