@@ -51,7 +51,7 @@ struct Node {
     /// cache has not confirmed them yet (see [`Net::hold_acks`]).
     holding: bool,
     /// Tickets of purges stored but not confirmed, oldest first.
-    held: Vec<(PurgeId, ApplyTicket)>,
+    held: Vec<ApplyTicket>,
 }
 
 struct Envelope {
@@ -202,11 +202,10 @@ impl Net {
         node.epoch += 1;
         let seed = mix64(self.seed ^ i as u64 ^ (node.epoch << 40));
         let mut e = Engine::new(self.cfg.clone(), node.member.clone(), node.epoch, seed, self.now);
-        let unfinished: Vec<PurgeId> = node.held.drain(..).map(|(id, _)| id).collect();
+        let unfinished: Vec<PurgeId> = node.held.drain(..).map(|t| t.purge_id()).collect();
         for p in &node.store {
             if unfinished.contains(&p.id) {
-                let ticket = e.restore_unfinished(self.now, Arc::clone(p));
-                node.held.push((p.id, ticket));
+                node.held.push(e.restore_unfinished(self.now, Arc::clone(p)));
             } else {
                 e.restore(self.now, Arc::clone(p));
             }
@@ -227,7 +226,7 @@ impl Net {
     /// Node `i`'s external cache confirms everything held: ack it all.
     pub fn release_acks(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        for (_, ticket) in node.held.drain(..) {
+        for ticket in node.held.drain(..) {
             node.engine.applied(self.now, ticket);
         }
         self.drain(i);
@@ -308,10 +307,9 @@ impl Net {
                 Output::Apply { purge, ticket } => {
                     let node = &mut self.nodes[i];
                     *node.applies.entry(purge.id).or_default() += 1;
-                    let id = purge.id;
                     node.store.push(purge);
                     if node.holding {
-                        node.held.push((id, ticket));
+                        node.held.push(ticket);
                     } else {
                         node.engine.applied(self.now, ticket);
                     }

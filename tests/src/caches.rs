@@ -161,21 +161,16 @@ impl Cache {
     /// cache that keeps its objects.
     pub fn freeze(&self, frozen: bool) -> Result<()> {
         let Some(child) = &self.child else { bail!("not running") };
-        let signal = if frozen { "-STOP" } else { "-CONT" };
-        let status = Command::new("kill").args([signal, "--", &format!("-{}", child.id())]).status()?;
-        if !status.success() {
-            bail!("kill {signal} failed: {status}");
-        }
-        Ok(())
+        signal_group(child, if frozen { libc::SIGSTOP } else { libc::SIGCONT })
     }
 
     /// Kills the cache (its whole process group): connections are refused
     /// until [`Cache::restart`].
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let pgid = format!("-{}", c.id());
-            let _ = Command::new("kill").args(["-CONT", "--", &pgid]).status();
-            let _ = Command::new("kill").args(["-KILL", "--", &pgid]).status();
+            // A frozen group must run again to die.
+            let _ = signal_group(&c, libc::SIGCONT);
+            let _ = signal_group(&c, libc::SIGKILL);
             let _ = c.wait();
         }
     }
@@ -204,6 +199,18 @@ impl Drop for Cache {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Sends `signal` to the process group `child` leads (it was started with
+/// `process_group(0)`, so workers the cache forked are in it too).
+fn signal_group(child: &Child, signal: libc::c_int) -> Result<()> {
+    let pgid = libc::pid_t::try_from(child.id())?;
+    // SAFETY: kill(2) with a negative pid signals that process group; it
+    // touches no memory of ours.
+    if unsafe { libc::kill(-pgid, signal) } != 0 {
+        bail!("signal {signal} to process group {pgid}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn varnish(dir: &Path, port: u16, vars: &[(&str, String)]) -> Result<(PathBuf, Vec<String>)> {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use purgecast_tests::http::{self, Origin, Response};
-use purgecast_tests::metrics::{scrape, value};
+use purgecast_tests::metrics::{labelled, scrape, value};
 use purgecast_tests::{everything, host, prefix, tag, url, Cluster, Opts};
 
 const SITE: &str = "site.test";
@@ -154,11 +154,7 @@ async fn a_fill_in_flight_during_a_purge_is_not_stored() -> Result<()> {
         assert_ne!(version(&r), version(&old), "node {i} serves the new version");
     }
     let m = scrape(c.nodes[0].metrics).await?;
-    let raced: f64 = m
-        .lines()
-        .filter(|l| l.starts_with("purgecast_edge_fills_total{") && l.contains("result=\"raced\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let raced = labelled(&m, "purgecast_edge_fills_total", &[("result", "raced")]);
     assert!(raced >= 1.0, "the dropped fill is counted:\n{m}");
     Ok(())
 }

@@ -128,6 +128,16 @@ impl SinkConfig {
         if self.kind != SinkKind::Webhook && (self.method.is_some() || self.ca_file.is_some()) {
             return bad(format!("{name}: `method` and `ca_file` are only for kind = \"webhook\""));
         }
+        if let Some(m) = &self.method {
+            if ::http::Method::from_bytes(m.as_bytes()).is_err() {
+                return bad(format!("{name}: method {m:?} is not an HTTP method"));
+            }
+        }
+        for (k, v) in &self.headers {
+            if ::http::HeaderName::from_bytes(k.as_bytes()).is_err() || ::http::HeaderValue::from_str(v).is_err() {
+                return bad(format!("{name}: header {k:?} is not a valid HTTP header name and value"));
+            }
+        }
         if self.kind.urls_only() && self.unsupported.is_none() {
             return bad(format!(
                 "{name}: {kind} can purge only URLs; tag, host, prefix and everything purges cannot reach it. \
@@ -219,6 +229,11 @@ mod tests {
             ("name = \"\"\nkind = \"varnish\"\naddress = \"a:1\"", "must be 1 to"),
             ("name = \"v\"\nkind = \"squid\"\naddress = \"a:1\"", "unknown variant"),
             ("name = \"v\"\nkind = \"varnish\"\naddress = \"a:1\"\nadress = \"b\"", "unknown field"),
+            ("name = \"w\"\nkind = \"webhook\"\nurl = \"http://x\"\nmethod = \"PO ST\"", "not an HTTP method"),
+            (
+                "name = \"w\"\nkind = \"webhook\"\nurl = \"http://x\"\nheaders = { \"a b\" = \"1\" }",
+                "not a valid HTTP header",
+            ),
         ] {
             let err = parse(&format!("[[sink]]\n{text}")).unwrap_err();
             assert!(err.contains(want), "{text}: {err}");

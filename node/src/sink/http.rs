@@ -28,8 +28,8 @@ pub fn client(timeout: Duration, ca_file: Option<&std::path::Path>) -> Result<Cl
     b.build().map_err(|e| SinkError::Client(e.to_string()))
 }
 
+/// PURGE, BAN, or a webhook's method (checked when the config is read).
 pub fn method(name: &str) -> Method {
-    // Only ever called with the fixed names below or a validated config value.
     Method::from_bytes(name.as_bytes()).unwrap_or(Method::POST)
 }
 

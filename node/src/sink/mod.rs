@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use purgecast_core::{Purge, PurgeId};
+use purgecast_core::{Purge, PurgeId, Selector};
 use tokio::sync::{mpsc, watch, Notify};
 
 pub use config::{validate_all, SinkConfig, SinkKind};
@@ -50,11 +50,19 @@ pub struct Outcome {
 pub trait Connector: Send + Sync {
     async fn apply(&self, purge: &Purge) -> Result<Outcome, SinkError>;
 
-    /// Whether the purge is sent a second time after `repeat_after`
-    /// (caches that skip objects being fetched).
-    fn repeats(&self) -> bool {
-        false
+    /// What of `purge` to send a second time after `repeat_after`: the
+    /// selectors for which the cache skips objects being fetched. None:
+    /// nothing.
+    fn repeat_of(&self, purge: &Purge) -> Option<Purge> {
+        let _ = purge;
+        None
     }
+}
+
+/// `purge` with only the selectors `keep` accepts; None when none is left.
+fn only(purge: &Purge, keep: impl Fn(&Selector) -> bool) -> Option<Purge> {
+    let selectors: Vec<Selector> = purge.selectors.iter().filter(|s| keep(s)).cloned().collect();
+    (!selectors.is_empty()).then(|| Purge { selectors, ..purge.clone() })
 }
 
 fn connector(cfg: &SinkConfig) -> Result<Arc<dyn Connector>, SinkError> {
@@ -106,7 +114,6 @@ pub fn start(
     let failing = Failing { health, by_sink: Arc::new(Mutex::new(BTreeMap::new())) };
     if !configs.is_empty() {
         failing.health.set_condition(SINKS, Ok(()));
-        metrics::gauge!("purgecast_sink_unconfirmed").set(0.0);
     }
     let mut sinks = Sinks::default();
     for cfg in configs {
@@ -134,8 +141,8 @@ pub fn start(
     Ok(sinks)
 }
 
-/// Which sinks have been failing, and since when; the `sinks` readiness
-/// condition fails while one has failed longer than its `not_ready_after`.
+/// Why each sink that has failed longer than its `not_ready_after` fails;
+/// the `sinks` readiness condition fails while there is one.
 #[derive(Clone)]
 struct Failing {
     health: Health,
@@ -199,7 +206,8 @@ impl Worker {
                 if !self.deliver(&o.purge).await {
                     return;
                 }
-                if let Err(e) = self.store.confirm_sink(&self.name, o.apply_seq) {
+                let (store, name, seq) = (self.store.clone(), self.name.clone(), o.apply_seq);
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.confirm_sink(&name, seq)).await {
                     // The purge was applied; it may be sent again after a
                     // restart, which a cache's purge tolerates.
                     tracing::warn!(sink = %self.name, error = %e, "recording a confirmation failed");
@@ -244,8 +252,8 @@ impl Worker {
                         metrics::gauge!("purgecast_sink_failing", "sink" => sink.clone()).set(0.0);
                         self.failing.set(&sink, None);
                     }
-                    if self.connector.repeats() && !self.repeat_after.is_zero() {
-                        self.repeat(purge.clone());
+                    if let Some(again) = self.connector.repeat_of(purge).filter(|_| !self.repeat_after.is_zero()) {
+                        self.repeat(again);
                     }
                     return true;
                 }

@@ -42,8 +42,8 @@ impl Connector for UrlPurger {
     }
 
     /// nginx and ATS skip an object being fetched too: the purge answers
-    /// 404 and the fetch then stores the old copy.
-    fn repeats(&self) -> bool {
-        true
+    /// 404 and the fetch then stores the old copy. Only URLs reach them.
+    fn repeat_of(&self, purge: &Purge) -> Option<Purge> {
+        super::only(purge, |s| matches!(s, Selector::Url(_)))
     }
 }

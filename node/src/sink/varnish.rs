@@ -70,7 +70,10 @@ impl Connector for Varnish {
         Ok(Outcome::default())
     }
 
-    fn repeats(&self) -> bool {
-        true
+    /// Tags and bans skip objects being fetched; URL purges through the
+    /// shipped VCL look the object up and wait for a fetch in flight, so
+    /// they need no second round.
+    fn repeat_of(&self, purge: &Purge) -> Option<Purge> {
+        super::only(purge, |s| !matches!(s, Selector::Url(_)))
     }
 }

@@ -298,21 +298,14 @@ impl Store {
     /// rebuilds its eviction order and the counters come from the same scan).
     pub fn each_object(&self, mut f: impl FnMut(ObjectId, u64)) -> Result<()> {
         self.for_each_row(self.cf(CF_OBJECTS)?, &Range::all(), u64::MAX, |k, v| {
-            let id: ObjectId = k.try_into().map_err(|_| corrupt("object key")(codec::CodecError::Key(k.len())))?;
-            f(id, codec::decode_object_len(v).map_err(corrupt("object"))?);
+            f(object_key(k)?, codec::decode_object_len(v).map_err(corrupt("object"))?);
             Ok(true)
         })
     }
 
     /// Every variant stored for a URL.
     pub(crate) fn objects_of(&self, cfs: &Cfs<'_>, url: &str) -> Result<Vec<(ObjectId, ObjectRecord)>> {
-        let mut out = Vec::new();
-        self.for_each_row(cfs.objects, &Range::prefix(url_hash(url).to_vec()), u64::MAX, |k, v| {
-            let id: ObjectId = k.try_into().map_err(|_| corrupt("object key")(codec::CodecError::Key(k.len())))?;
-            out.push((id, codec::decode_object(v).map_err(corrupt("object"))?));
-            Ok(true)
-        })?;
-        Ok(out)
+        self.objects_of_many(cfs, &[url])
     }
 
     /// The objects of many URLs with one iterator. The URL hashes are
@@ -344,8 +337,7 @@ impl Store {
                 if !k.starts_with(t) {
                     break;
                 }
-                let id: ObjectId = k.try_into().map_err(|_| corrupt("object key")(codec::CodecError::Key(k.len())))?;
-                out.push((id, codec::decode_object(v).map_err(corrupt("object"))?));
+                out.push((object_key(k)?, codec::decode_object(v).map_err(corrupt("object"))?));
                 it.next();
             }
         }
@@ -405,6 +397,11 @@ impl Store {
         self.objects.store(0, Ordering::Release);
         self.object_bytes.store(0, Ordering::Release);
     }
+}
+
+/// An `objects` row's key: the object id.
+fn object_key(k: &[u8]) -> Result<ObjectId> {
+    k.try_into().map_err(|_| corrupt("object key")(codec::CodecError::Key(k.len())))
 }
 
 fn delete_object(batch: &mut WriteBatch, cfs: &Cfs<'_>, id: &ObjectId, rec: &ObjectRecord) {

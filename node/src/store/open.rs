@@ -40,7 +40,7 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_META, small_cf_options(&cache)),
             ColumnFamilyDescriptor::new(CF_OBJECTS, cf_options(&opts, &cache, true)),
             ColumnFamilyDescriptor::new(CF_BODIES, body_cf_options(&opts, &cache)),
-            ColumnFamilyDescriptor::new(CF_SINKS, small_cf_options(&cache)),
+            ColumnFamilyDescriptor::new(CF_SINKS, sink_cf_options(&cache)),
         ];
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
         let store = Store {
@@ -138,6 +138,14 @@ fn body_cf_options(opts: &StoreOptions, cache: &Cache) -> Options {
     o.set_blob_file_size(256 << 20);
     o.set_enable_blob_gc(true);
     o.set_blob_gc_age_cutoff(0.25);
+    o
+}
+
+/// Every confirmation deletes a backlog row: deletion-triggered compaction
+/// keeps the tombstones from piling up in front of a start-up scan.
+fn sink_cf_options(cache: &Cache) -> Options {
+    let mut o = small_cf_options(cache);
+    o.add_compact_on_deletion_collector_factory(DELETION_WINDOW, DELETION_TRIGGER, DELETION_RATIO);
     o
 }
 

@@ -76,21 +76,17 @@ impl Store {
     /// `after`, oldest first.
     pub fn sink_backlog(&self, sink: &str, after: u64, limit: usize) -> Result<Vec<Owed>> {
         let prefix = Range::prefix(sink_prefix(sink));
-        let range = Range { lower: sink_key(sink, after.saturating_add(1)), upper: prefix.upper };
-        let mut out = Vec::new();
-        self.for_each_row(self.cf(CF_SINKS)?, &range, limit as u64, |k, v| {
-            let (name, apply_seq) = decode_key(k).map_err(corrupt("sink backlog key"))?;
-            let (purge, _) = codec::decode_purge_record(v).map_err(corrupt("sink backlog record"))?;
-            out.push(Owed { sink: name, apply_seq, purge });
-            Ok(true)
-        })?;
-        Ok(out)
+        self.owed(&Range { lower: sink_key(sink, after.saturating_add(1)), upper: prefix.upper }, limit as u64)
     }
 
     /// Every purge any sink owes (at start-up, to hold back their acks).
     pub fn unconfirmed(&self) -> Result<Vec<Owed>> {
+        self.owed(&Range::all(), u64::MAX)
+    }
+
+    fn owed(&self, range: &Range, limit: u64) -> Result<Vec<Owed>> {
         let mut out = Vec::new();
-        self.for_each_row(self.cf(CF_SINKS)?, &Range::all(), u64::MAX, |k, v| {
+        self.for_each_row(self.cf(CF_SINKS)?, range, limit, |k, v| {
             let (sink, apply_seq) = decode_key(k).map_err(corrupt("sink backlog key"))?;
             let (purge, _) = codec::decode_purge_record(v).map_err(corrupt("sink backlog record"))?;
             out.push(Owed { sink, apply_seq, purge });
@@ -110,13 +106,6 @@ impl Store {
     pub fn forget_sink(&self, sink: &str) -> Result<()> {
         let range = Range::prefix(sink_prefix(sink));
         self.db.delete_range_cf_opt(self.cf(CF_SINKS)?, &range.lower, &range.upper, &self.write_opts(true))?;
-        Ok(())
-    }
-
-    /// Frees the space of confirmed rows (their tombstones stay in the way
-    /// of a start-up scan until compaction).
-    pub fn compact_sink_backlog(&self) -> Result<()> {
-        self.db.compact_range_cf(self.cf(CF_SINKS)?, None::<&[u8]>, None::<&[u8]>);
         Ok(())
     }
 }
