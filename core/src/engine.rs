@@ -12,7 +12,7 @@ use crate::config::{Config, Strategy};
 use crate::id::{NodeId, PurgeId, StreamId};
 use crate::member::{Member, MemberState, Members};
 use crate::message::{Message, Stage, Watermark};
-use crate::purge::{validate_selectors, Mode, Purge};
+use crate::purge::{Mode, Purge, Tenant};
 use crate::seen::Seen;
 use crate::selector::Selector;
 use crate::swim::Swim;
@@ -250,10 +250,24 @@ impl Engine {
         mode: Mode,
         issued_at_ms: u64,
     ) -> Result<Purge, OriginateError> {
+        let tenant = Tenant::default();
+        self.originate_in(now, tenant, selectors, mode, issued_at_ms)
+    }
+
+    /// [`Engine::originate`] confined to a tenant zone and recording who
+    /// asked (see [`Purge::zone`], [`Purge::requested_by`]).
+    pub fn originate_in(
+        &mut self,
+        now: Time,
+        tenant: Tenant,
+        selectors: Vec<Selector>,
+        mode: Mode,
+        issued_at_ms: u64,
+    ) -> Result<Purge, OriginateError> {
         if !self.is_joined() {
             return Err(OriginateError::NotJoined);
         }
-        validate_selectors(&selectors)?;
+        let Tenant { zone, requested_by } = tenant;
         let purge = Purge {
             id: PurgeId(self.rng.random()),
             stream: self.stream,
@@ -261,7 +275,10 @@ impl Engine {
             selectors,
             mode,
             issued_at_ms,
+            zone,
+            requested_by,
         };
+        purge.validate()?;
         self.next_seq += 1;
         let shared = Arc::new(purge.clone());
         self.seen.insert(now, &shared);

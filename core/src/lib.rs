@@ -39,7 +39,7 @@ pub use hash::{mix64, Keyed, KeyedMap};
 pub use id::{BadPurgeId, NodeId, PurgeId, StreamId};
 pub use member::{Location, Member, MemberState, Members, Profile};
 pub use message::{Message, Stage, Watermark};
-pub use purge::{Mode, Purge, PurgeError, MAX_SELECTORS};
+pub use purge::{validate_zone, Mode, Purge, PurgeError, Tenant, MAX_SELECTORS, MAX_ZONE_LEN};
 pub use selector::{normalize_host, parse_url, CacheKey, Selector, SelectorError};
 pub use time::Time;
 pub use tracker::PurgeStatus;

@@ -366,6 +366,8 @@ mod tests {
             selectors: vec![Selector::Everything],
             mode: Mode::Hard,
             issued_at_ms: 0,
+            zone: String::new(),
+            requested_by: String::new(),
         })
     }
 

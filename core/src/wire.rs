@@ -196,6 +196,8 @@ pub fn purge_to(p: &Purge) -> pb::Purge {
             Mode::Soft => pb::Mode::Soft as i32,
         },
         issued_at_ms: p.issued_at_ms,
+        zone: p.zone.clone(),
+        requested_by: p.requested_by.clone(),
     }
 }
 
@@ -208,6 +210,8 @@ pub fn purge_from(p: pb::Purge) -> Result<Purge, WireError> {
         mode: if p.mode == pb::Mode::Soft as i32 { Mode::Soft } else { Mode::Hard },
         selectors: p.selectors.into_iter().map(selector_from).collect(),
         issued_at_ms: p.issued_at_ms,
+        zone: p.zone,
+        requested_by: p.requested_by,
     })
 }
 
@@ -267,6 +271,8 @@ mod tests {
             ],
             mode: Mode::Soft,
             issued_at_ms: 123,
+            zone: "shop".into(),
+            requested_by: "ci".into(),
         };
         let profile = Profile {
             name: "n5".into(),

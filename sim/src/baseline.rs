@@ -181,6 +181,8 @@ fn push_size(i: usize, origin: NodeId) -> usize {
         selectors,
         mode: Mode::Hard,
         issued_at_ms: 1_000,
+        zone: String::new(),
+        requested_by: String::new(),
     };
     encoded_len(origin, &Message::Push { purge: std::sync::Arc::new(purge), stage: Stage::PopLocal })
 }

@@ -143,6 +143,8 @@ mod tests {
             selectors: Vec::new(),
             mode: Mode::Hard,
             issued_at_ms: 0,
+            zone: String::new(),
+            requested_by: String::new(),
         };
         let msgs = [
             Message::Push { purge: Arc::new(purge), stage: Stage::PopLocal },
