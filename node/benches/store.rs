@@ -38,6 +38,7 @@ fn fill(sync: bool) -> Result<(tempfile::TempDir, Store)> {
                 size: 1000 + i,
                 stored_at_ms: 1,
                 expires_at_ms: 0,
+                zone: String::new(),
             })
             .collect();
         store.put_entries(&inputs)?;
@@ -57,6 +58,8 @@ impl Seq {
             selectors: vec![selector],
             mode,
             issued_at_ms: self.0,
+            zone: String::new(),
+            requested_by: String::new(),
         };
         (p, self.0)
     }

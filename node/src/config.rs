@@ -47,8 +47,16 @@ pub struct NodeConfig {
     pub pop: String,
     pub region: String,
     pub tls: TlsConfig,
-    /// Bearer tokens accepted by the API; empty = no authentication.
+    /// Operator tokens the APIs accept, with every permission in every
+    /// zone; with no tenants file and none of these, the API is open.
     pub api_tokens: Vec<String>,
+    /// Zones and scoped tokens (docs/tenants.md); re-read on change and on
+    /// SIGHUP. Unset: one default zone covering every host.
+    pub tenants_file: Option<PathBuf>,
+    /// TLS for the gRPC API (unset: plain HTTP/2).
+    pub api_tls: ServerTls,
+    /// The Cloudflare- and Fastly-shaped HTTP purge APIs (docs/http-api.md).
+    pub http_api: HttpApiConfig,
     /// The protocol's parameters: core's own `Config`, durations as
     /// human strings ("500ms", "24h").
     pub protocol: ProtocolConfig,
@@ -61,6 +69,32 @@ pub struct NodeConfig {
     pub wan_emulation: Option<PathBuf>,
     /// "text" or "json".
     pub log_format: String,
+}
+
+/// A server certificate chain and key (PEM) for a client-facing listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerTls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl ServerTls {
+    fn validate(&self, key: &'static str) -> Result<(), ConfigError> {
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(ConfigError::Invalid { key, reason: "cert and key go together".into() });
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpApiConfig {
+    /// Off when unset.
+    pub listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -86,6 +120,9 @@ impl Default for NodeConfig {
             region: "local".into(),
             tls: TlsConfig::default(),
             api_tokens: Vec::new(),
+            tenants_file: None,
+            api_tls: ServerTls::default(),
+            http_api: HttpApiConfig::default(),
             protocol: ProtocolConfig::default(),
             edge: EdgeConfig::default(),
             sink: Vec::new(),
@@ -138,6 +175,9 @@ impl NodeConfig {
             return bad("log_format", "must be \"text\" or \"json\"");
         }
         self.edge.validate()?;
+        self.api_tls.validate("api_tls")?;
+        let http_tls = ServerTls { cert: self.http_api.tls_cert.clone(), key: self.http_api.tls_key.clone() };
+        http_tls.validate("http_api.tls_cert")?;
         crate::sink::validate_all(&self.sink)?;
         Ok(self.protocol.validate()?)
     }

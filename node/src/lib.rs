@@ -9,6 +9,7 @@
 //! - `api`: the gRPC services clients call;
 //! - `edge`: the HTTP cache in front of origins, stored in the same store;
 //! - `sink`: the caches an operator already runs, purged beside the store;
+//! - `tenants`: zones, scoped tokens and rate limits every API checks;
 //! - `metrics`: Prometheus and the HTTP health checks;
 //! - `health`: readiness as named conditions, shared by HTTP and gRPC;
 //! - [`tools`]: operator commands that are not part of a running node
@@ -24,6 +25,7 @@ mod protocol;
 pub mod server;
 mod sink;
 pub mod store;
+mod tenants;
 pub mod tls;
 pub mod tools;
 mod transport;

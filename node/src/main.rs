@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use purgecast_node::config::NodeConfig;
 use purgecast_node::server;
-use purgecast_node::tools::{certs, dev, origin};
+use purgecast_node::tools::{certs, dev, origin, tokens};
 
 #[derive(Parser)]
 #[command(name = "purgecast", version, about = "Coreless peer-to-peer CDN purge node")]
@@ -28,6 +28,9 @@ enum Cmd {
     Dev(dev::DevArgs),
     /// Serve versioned, tagged test objects over HTTP, with a control API.
     Origin(origin::OriginArgs),
+    /// Create API tokens for the tenants file, or hash one.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCmd),
 }
 
 /// Every flag overrides the config file; each has a PURGECAST_* variable.
@@ -66,6 +69,12 @@ struct RunArgs {
     /// Comma-separated bearer tokens the API accepts.
     #[arg(long, env = "PURGECAST_API_TOKENS", value_delimiter = ',')]
     api_tokens: Option<Vec<String>>,
+    /// Zones and scoped tokens (TOML); re-read on change and on SIGHUP.
+    #[arg(long, env = "PURGECAST_TENANTS_FILE")]
+    tenants_file: Option<PathBuf>,
+    /// The Cloudflare- and Fastly-shaped HTTP purge API's address.
+    #[arg(long, env = "PURGECAST_LISTEN_HTTP_API")]
+    listen_http_api: Option<std::net::SocketAddr>,
     #[arg(long, env = "PURGECAST_LOG_FORMAT")]
     log_format: Option<String>,
     /// Test only: per-destination delay/loss for peer traffic (JSON file).
@@ -111,6 +120,12 @@ impl RunArgs {
         }
         if self.wan_emulation.is_some() {
             c.wan_emulation = self.wan_emulation;
+        }
+        if self.tenants_file.is_some() {
+            c.tenants_file = self.tenants_file;
+        }
+        if self.listen_http_api.is_some() {
+            c.http_api.listen = self.listen_http_api;
         }
         c.seeds.retain(|s| !s.is_empty());
         c.api_tokens.retain(|s| !s.is_empty());
@@ -175,6 +190,7 @@ fn main() -> anyhow::Result<()> {
             init_logs("text");
             origin::run(args, wait_for_signal())
         }
+        Cmd::Tokens(cmd) => tokens::run(cmd),
     }
 }
 

@@ -9,9 +9,8 @@ use purgecast_core::{ApplyTicket, Engine, Location, Member, NodeId, Profile, Pur
 use purgecast_proto::api::index_server::IndexServer;
 use purgecast_proto::api::purger_server::PurgerServer;
 use tokio::sync::{mpsc, watch};
-use tonic::{Request, Status};
 
-use crate::api::{IndexService, PurgerService};
+use crate::api::{Front, IndexService, PurgerService};
 use crate::config::{ConfigError, NodeConfig};
 use crate::edge;
 use crate::health::{Health, SERVING};
@@ -19,6 +18,7 @@ use crate::metrics as node_metrics;
 use crate::protocol::{self, applier, Channels, Driver, Parts};
 use crate::sink;
 use crate::store::{Store, StoreOptions};
+use crate::tenants::Tenants;
 use crate::tls;
 use crate::transport::{Transport, TransportOptions, WanHandle};
 
@@ -43,6 +43,10 @@ pub enum NodeError {
     Edge(#[from] crate::edge::EdgeError),
     #[error("sink: {0}")]
     Sink(#[from] crate::sink::SinkError),
+    #[error("tenants file: {0}")]
+    Tenants(#[from] crate::tenants::FileError),
+    #[error("http api: cannot listen on {addr}: {source}")]
+    HttpApi { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
 /// Runs a node until `shutdown` turns true.
@@ -51,6 +55,8 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
     let protocol = cfg.protocol.clone();
     let started = Instant::now();
     let prometheus = node_metrics::install()?;
+    let tenants = Tenants::load(cfg.tenants_file.as_deref(), cfg.api_tokens.clone())?;
+    tenants.spawn_watcher(Duration::from_secs(1), shutdown.clone());
     let health = Health::default();
     node_metrics::serve(cfg.listen_metrics, prometheus, health.clone()).await?;
 
@@ -99,7 +105,9 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
     let channels = Channels { inbound, done: done_rx, commands, confirmed, shutdown: shutdown.clone() };
     let driver_task = tokio::spawn(driver.run(channels));
 
-    let edge = edge::start(&cfg.edge, store.clone(), caught_up, shutdown.clone()).await?;
+    let front = Front { driver: handle, health: health.clone(), tenants: tenants.clone() };
+    let edge = edge::start(&cfg.edge, store.clone(), caught_up, front.clone(), shutdown.clone()).await?;
+    let http_api = start_http_api(&cfg, front.clone(), shutdown.clone()).await?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health.spawn_grpc_mirror(health_reporter, vec![purger_name(), index_name()]);
@@ -113,12 +121,18 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
         .register_encoded_file_descriptor_set(purgecast_proto::api::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| NodeError::Grpc(e.to_string()))?;
-    let auth = Auth(Arc::new(cfg.api_tokens.clone()));
-    let purger = PurgerServer::with_interceptor(PurgerService { driver: handle, health: health.clone() }, auth.clone());
-    let index = IndexServer::with_interceptor(IndexService { store: store.clone() }, auth);
+    let purger = PurgerServer::new(PurgerService { front, store: store.clone() });
+    let index = IndexServer::new(IndexService { store: store.clone(), tenants });
     let mut stop = shutdown.clone();
     let stopping = health.clone();
-    let grpc = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let (Some(cert), Some(key)) = (&cfg.api_tls.cert, &cfg.api_tls.key) {
+        let id = tonic::transport::Identity::from_pem(tls::read_file(cert)?, tls::read_file(key)?);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(id))
+            .map_err(|e| NodeError::Grpc(format!("api_tls: {e}")))?;
+    }
+    let grpc = builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -130,7 +144,8 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
         });
     health.set_condition(SERVING, Ok(()));
     let edge = edge.map_or_else(|| "off".to_string(), |a| a.to_string());
-    tracing::info!(api = %cfg.listen_api, peer = %cfg.listen_peer, metrics = %cfg.listen_metrics, %edge, "node ready");
+    let http_api = http_api.map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(api = %cfg.listen_api, peer = %cfg.listen_peer, metrics = %cfg.listen_metrics, %edge, %http_api, "node ready");
     let served = grpc.await;
     health.set_condition(SERVING, Err("stopped".into()));
     let _ = shutdown.wait_for(|s| *s).await;
@@ -235,34 +250,19 @@ fn flush_if_down_too_long(store: &Store, retention: Duration) -> Result<(), Node
     Ok(())
 }
 
-/// Bearer-token check on every API call; no tokens configured = open.
-#[derive(Clone)]
-struct Auth(Arc<Vec<String>>);
-
-impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        if self.0.is_empty() {
-            return Ok(req);
-        }
-        let presented = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("missing bearer token (authorization: Bearer <token>)"))?;
-        if self.0.iter().any(|t| constant_time_eq(t.as_bytes(), presented.as_bytes())) {
-            Ok(req)
-        } else {
-            Err(Status::unauthenticated("invalid bearer token"))
-        }
-    }
-}
-
-/// Compares without an early exit, so response time does not reveal how
-/// much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Starts the HTTP purge APIs when `http_api.listen` is set.
+async fn start_http_api(
+    cfg: &NodeConfig,
+    front: Front,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Option<std::net::SocketAddr>, NodeError> {
+    let Some(addr) = cfg.http_api.listen else { return Ok(None) };
+    let tls = match (&cfg.http_api.tls_cert, &cfg.http_api.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::https_server_config(cert, key, &[b"http/1.1"])?),
+        _ => None,
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| NodeError::HttpApi { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| NodeError::HttpApi { addr, source })?;
+    tokio::spawn(crate::api::http::serve(listener, crate::api::http::router(front), tls, shutdown));
+    Ok(Some(bound))
 }

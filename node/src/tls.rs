@@ -145,6 +145,24 @@ pub fn client_config(id: &Identity) -> Result<quinn::ClientConfig, TlsError> {
     Ok(quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(cfg)?)))
 }
 
+/// A plain TLS server (no client certificates) for a client-facing
+/// listener: the HTTP purge API. `alpn` as the listener speaks it.
+pub fn https_server_config(
+    cert_path: &Path,
+    key_path: &Path,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let chain = parse_certs(&cert_path.display().to_string(), read_file(cert_path)?.as_bytes())?;
+    let key = PrivateKeyDer::from_pem_slice(read_file(key_path)?.as_bytes())
+        .map_err(|source| TlsError::Pem { what: key_path.display().to_string(), source })?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(cfg))
+}
+
 /// Explicit provider: other crates in the process may enable a different
 /// rustls default, and QUIC must not depend on which one wins.
 fn provider() -> Arc<CryptoProvider> {

@@ -73,6 +73,7 @@ fn fill(store: &Store, i: u64, meta: &(Vec<u8>, Vec<u8>), body: &Bytes) -> Resul
         },
         key,
         tags: tags(i),
+        zone: String::new(),
         body: vec![body.clone()],
         started_seq: store.purge_seq(),
     })
@@ -188,7 +189,14 @@ fn index_only() -> Result<()> {
     let store = Store::open(dir.path(), StoreOptions::default())?;
     for chunk in 0..OBJECTS / 10_000 {
         let inputs: Vec<EntryInput> = (chunk * 10_000..(chunk + 1) * 10_000)
-            .map(|i| EntryInput { key: url(i), tags: tags(i), size: BODY as u64, stored_at_ms: 1, expires_at_ms: 0 })
+            .map(|i| EntryInput {
+                key: url(i),
+                tags: tags(i),
+                size: BODY as u64,
+                stored_at_ms: 1,
+                expires_at_ms: 0,
+                zone: String::new(),
+            })
             .collect();
         store.put_entries(&inputs)?;
     }

@@ -5,18 +5,57 @@ use std::sync::Arc;
 use purgecast_proto::api::{self as pb, index_server::Index};
 use tonic::{Request, Response, Status};
 
+use super::purge::{bearer, refusal_status};
 use super::{MAX_LIST, MAX_PUT};
 use crate::store::{Entry, EntryInput, Store, StoreError};
+use crate::tenants::{Identity, Permission, Refusal, Tenants};
 
 pub struct IndexService {
     pub store: Arc<Store>,
+    pub tenants: Arc<Tenants>,
+}
+
+impl IndexService {
+    fn identify<T>(&self, req: &Request<T>) -> Result<Identity, Status> {
+        let snap = self.tenants.snapshot();
+        snap.authenticate(bearer(req).as_deref(), crate::tenants::now_secs()).map_err(|e| {
+            let r = Refusal::Unauthenticated(e);
+            self.tenants.refused("", &r);
+            refusal_status(r)
+        })
+    }
+
+    /// The zone of `host`, once `who` may use it with `p`.
+    fn host_zone(&self, who: &Identity, host: &str, p: Permission) -> Result<String, Status> {
+        let snap = self.tenants.snapshot();
+        let zone = snap.zone_of_host(host).map_err(refusal_status)?;
+        snap.authorize_zone(who, &zone, p).map_err(refusal_status)?;
+        Ok(zone)
+    }
+
+    /// The zone a tag query is about: named, or the token's only zone, or
+    /// none where the node has no zones.
+    fn tag_zone(&self, who: &Identity, named: &str) -> Result<String, Status> {
+        let snap = self.tenants.snapshot();
+        let zone = match (named, &who.zones) {
+            ("", crate::tenants::ZoneScope::Only(z)) if z.len() == 1 => z.iter().next().cloned().unwrap_or_default(),
+            (n, _) => n.to_string(),
+        };
+        let zone = snap.resolve_zone(&zone).map_err(refusal_status)?;
+        if snap.tenancy.is_some() && zone.is_empty() {
+            return Err(Status::invalid_argument("name the zone of the tag (tags are per zone)"));
+        }
+        snap.authorize_zone(who, &zone, Permission::IndexRead).map_err(refusal_status)?;
+        Ok(zone)
+    }
 }
 
 fn store_status(e: StoreError) -> Status {
     match e {
-        StoreError::BadEntry { .. } | StoreError::TooManyTags { .. } | StoreError::BadQuery(_) => {
-            Status::invalid_argument(e.to_string())
-        }
+        StoreError::BadEntry { .. }
+        | StoreError::TooManyTags { .. }
+        | StoreError::BadQuery(_)
+        | StoreError::BadZone(_) => Status::invalid_argument(e.to_string()),
         other => {
             tracing::error!(error = %other, "store error");
             Status::internal(other.to_string())
@@ -47,6 +86,7 @@ fn entry_to_api(e: Entry) -> pb::Entry {
         stale_since_ms: e.stale_since_ms,
         host: e.host,
         path: e.path,
+        zone: e.zone,
     }
 }
 
@@ -65,6 +105,7 @@ fn non_empty<'a>(field: &str, v: &'a str) -> Result<&'a str, Status> {
 #[tonic::async_trait]
 impl Index for IndexService {
     async fn put(&self, req: Request<pb::PutEntriesRequest>) -> Result<Response<pb::PutEntriesResponse>, Status> {
+        let who = self.identify(&req)?;
         let entries = req.into_inner().entries;
         if entries.is_empty() {
             return Err(Status::invalid_argument("put needs at least one entry"));
@@ -73,29 +114,37 @@ impl Index for IndexService {
             return Err(Status::invalid_argument(format!("too many entries: {} (at most {MAX_PUT})", entries.len())));
         }
         let now = crate::clock::now_ms();
-        let inputs: Vec<EntryInput> = entries
-            .into_iter()
-            .map(|e| EntryInput {
+        let mut inputs = Vec::with_capacity(entries.len());
+        for (i, e) in entries.into_iter().enumerate() {
+            let key = purgecast_core::parse_url(&e.key)
+                .map_err(|err| Status::invalid_argument(format!("entry {i}: {err}")))?;
+            let zone = self.host_zone(&who, &key.host, Permission::IndexWrite)?;
+            inputs.push(EntryInput {
                 key: e.key,
                 tags: e.tags,
                 size: e.size,
                 stored_at_ms: if e.stored_at_ms == 0 { now } else { e.stored_at_ms },
                 expires_at_ms: e.expires_at_ms,
-            })
-            .collect();
+                zone,
+            });
+        }
         let stored = blocking(&self.store, move |s| s.put_entries(&inputs)).await?;
         Ok(Response::new(pb::PutEntriesResponse { stored: stored as u32 }))
     }
 
     async fn get(&self, req: Request<pb::GetEntryRequest>) -> Result<Response<pb::GetEntryResponse>, Status> {
+        let who = self.identify(&req)?;
         let key = non_empty("key", &req.get_ref().key)?.to_string();
-        let key = purgecast_core::parse_url(&key).map_err(|e| Status::invalid_argument(format!("key: {e}")))?.key;
+        let key = purgecast_core::parse_url(&key).map_err(|e| Status::invalid_argument(format!("key: {e}")))?;
+        self.host_zone(&who, &key.host, Permission::IndexRead)?;
+        let key = key.key;
         let found = blocking(&self.store, move |s| s.get(&key)).await?;
         Ok(Response::new(pb::GetEntryResponse { found: found.is_some(), entry: found.map(entry_to_api) }))
     }
 
     async fn list(&self, req: Request<pb::ListEntriesRequest>) -> Result<Response<pb::ListEntriesResponse>, Status> {
         use pb::list_entries_request::Filter;
+        let who = self.identify(&req)?;
         let req = req.into_inner();
         let limit = match req.limit {
             0 => 1000,
@@ -105,11 +154,13 @@ impl Index for IndexService {
         let entries = match req.filter {
             Some(Filter::Host(h)) => {
                 let h = purgecast_core::normalize_host(&h).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                self.host_zone(&who, &h, Permission::IndexRead)?;
                 blocking(&self.store, move |s| s.list_by_host(&h, limit)).await?
             }
             Some(Filter::Tag(t)) => {
                 non_empty("tag", &t)?;
-                blocking(&self.store, move |s| s.list_by_tag(&t, limit)).await?
+                let zone = self.tag_zone(&who, &req.zone)?;
+                blocking(&self.store, move |s| s.list_by_tag(&zone, &t, limit)).await?
             }
             None => return Err(need_filter("list")),
         };
@@ -118,16 +169,26 @@ impl Index for IndexService {
 
     async fn count(&self, req: Request<pb::CountEntriesRequest>) -> Result<Response<pb::CountEntriesResponse>, Status> {
         use pb::count_entries_request::Filter;
-        let count = match req.into_inner().filter {
+        let who = self.identify(&req)?;
+        let req = req.into_inner();
+        let count = match req.filter {
             Some(Filter::Host(h)) => {
                 let h = purgecast_core::normalize_host(&h).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                self.host_zone(&who, &h, Permission::IndexRead)?;
                 blocking(&self.store, move |s| s.count_by_host(&h)).await?
             }
             Some(Filter::Tag(t)) => {
                 non_empty("tag", &t)?;
-                blocking(&self.store, move |s| s.count_by_tag(&t)).await?
+                let zone = self.tag_zone(&who, &req.zone)?;
+                blocking(&self.store, move |s| s.count_by_tag(&zone, &t)).await?
             }
-            Some(Filter::All(true)) | None => self.store.count_all(),
+            Some(Filter::All(true)) | None => {
+                // Every zone's entries together: an operator's figure.
+                if self.tenants.snapshot().tenancy.is_some() && !who.admin {
+                    return Err(Status::permission_denied("counting every entry needs the admin permission"));
+                }
+                self.store.count_all()
+            }
             Some(Filter::All(false)) => return Err(need_filter("count")),
         };
         Ok(Response::new(pb::CountEntriesResponse { count }))

@@ -1,10 +1,15 @@
-//! The gRPC services clients call: purges and their status, membership, and
-//! the index a cache server fills. Every request is validated here; a bad
-//! one gets INVALID_ARGUMENT saying what is wrong, never a crash.
+//! The APIs clients call: gRPC (purges and their status, the audit log,
+//! membership, and the index a cache server fills) and the Cloudflare- and
+//! Fastly-shaped HTTP purge APIs. Every request is validated and checked
+//! against its token by the front door (`front`); a bad one gets a clear
+//! error saying what is wrong, never a crash.
 
+mod front;
+pub(crate) mod http;
 mod index;
 mod purge;
 
+pub(crate) use front::{Front, PurgeCall};
 pub(crate) use index::IndexService;
 pub(crate) use purge::PurgerService;
 

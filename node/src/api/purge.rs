@@ -1,24 +1,42 @@
 //! The purge service: purges, their status and membership.
 
-use purgecast_core::MAX_SELECTORS;
-use purgecast_core::{Member, Mode, PurgeId, Selector};
+use std::sync::Arc;
+
+use purgecast_core::{Member, Mode, Purge, Selector};
 use purgecast_proto::api::{self as pb, purger_server::Purger};
 use tonic::{Request, Response, Status};
 
-use crate::health::{Health, STORE};
-use crate::protocol::{Command, DriverError, Handle};
+use super::front::{Front, PurgeCall};
+use crate::store::Store;
+use crate::tenants::{Identity, Permission, Refusal};
 
 pub struct PurgerService {
-    pub driver: Handle,
-    pub health: Health,
+    pub front: Front,
+    pub store: Arc<Store>,
 }
 
-fn driver_status(e: DriverError) -> Status {
-    match e {
-        DriverError::Invalid(e) => Status::invalid_argument(e.to_string()),
-        DriverError::Store(e) => Status::unavailable(format!("purge not stored on this node yet: {e}")),
-        DriverError::Stopped => Status::unavailable("node is shutting down"),
-        e @ DriverError::NotJoined => Status::unavailable(e.to_string()),
+/// The bearer token of a gRPC call, if any.
+pub(crate) fn bearer<T>(req: &Request<T>) -> Option<String> {
+    let v = req.metadata().get("authorization")?.to_str().ok()?;
+    v.strip_prefix("Bearer ").map(|t| t.trim().to_string())
+}
+
+pub(crate) fn refusal_status(r: Refusal) -> Status {
+    let msg = r.to_string();
+    match r {
+        Refusal::Unauthenticated(_) => Status::unauthenticated(msg),
+        Refusal::Denied(_) => Status::permission_denied(msg),
+        Refusal::Invalid(_) => Status::invalid_argument(msg),
+        Refusal::UnknownZone(_) => Status::not_found(msg),
+        Refusal::Limited { retry_after, .. } => {
+            let mut s = Status::resource_exhausted(msg);
+            let secs = retry_after.as_secs().max(1).to_string();
+            if let Ok(v) = secs.parse() {
+                s.metadata_mut().insert("retry-after", v);
+            }
+            s
+        }
+        Refusal::Unavailable(_) => Status::unavailable(msg),
     }
 }
 
@@ -39,6 +57,41 @@ pub fn selector_from_api(i: usize, s: &pb::Selector) -> Result<Selector, Status>
     parsed.map_err(|e| Status::invalid_argument(format!("selector {i}: {e}")))
 }
 
+fn selector_to_api(s: &Selector) -> pb::Selector {
+    use pb::selector::Kind;
+    let kind = match s {
+        Selector::Url(u) => Kind::Url(u.clone()),
+        Selector::Host(h) => Kind::Host(h.clone()),
+        Selector::Prefix { host, path_prefix } => Kind::Prefix(format!("{host}{path_prefix}")),
+        Selector::Tag(t) => Kind::Tag(t.clone()),
+        Selector::Everything => Kind::Everything(true),
+    };
+    pb::Selector { kind: Some(kind) }
+}
+
+/// Most audit records one call returns.
+const MAX_AUDIT: u32 = 10_000;
+
+fn audit_record(p: &Purge, members: &[Member]) -> pb::AuditRecord {
+    pb::AuditRecord {
+        id: p.id.to_string(),
+        zone: p.zone.clone(),
+        token_id: p.requested_by.clone(),
+        selectors: p.selectors.iter().map(selector_to_api).collect(),
+        mode: match p.mode {
+            Mode::Hard => pb::PurgeMode::Hard as i32,
+            Mode::Soft => pb::PurgeMode::Soft as i32,
+        },
+        accepted_at_ms: p.issued_at_ms,
+        origin: member_name(members, p.origin()),
+    }
+}
+
+/// Which zones' records `who` may read: admin all, else its own zones.
+fn may_read(who: &Identity, zone: &str) -> bool {
+    who.admin || (!zone.is_empty() && who.reaches(zone))
+}
+
 fn mode_from_api(m: i32) -> Result<Mode, Status> {
     match pb::PurgeMode::try_from(m) {
         Ok(pb::PurgeMode::Hard) => Ok(Mode::Hard),
@@ -55,36 +108,26 @@ fn member_name(members: &[Member], id: purgecast_core::NodeId) -> String {
 impl Purger for PurgerService {
     #[tracing::instrument(skip_all, fields(selectors = req.get_ref().selectors.len()))]
     async fn purge(&self, req: Request<pb::PurgeRequest>) -> Result<Response<pb::PurgeResponse>, Status> {
+        let token = bearer(&req);
         let req = req.into_inner();
-        if req.selectors.is_empty() {
-            return Err(Status::invalid_argument("a purge needs at least one selector"));
-        }
-        if req.selectors.len() > MAX_SELECTORS {
+        if req.selectors.len() > purgecast_core::MAX_SELECTORS {
             return Err(Status::invalid_argument(format!(
-                "too many selectors: {} (at most {MAX_SELECTORS} in one purge)",
-                req.selectors.len()
+                "too many selectors: {} (at most {} in one purge)",
+                req.selectors.len(),
+                purgecast_core::MAX_SELECTORS
             )));
         }
         let selectors =
             req.selectors.iter().enumerate().map(|(i, s)| selector_from_api(i, s)).collect::<Result<Vec<_>, _>>()?;
         let mode = mode_from_api(req.mode)?;
-        // Accepting would spread the purge to peers while this node cannot
-        // store it: send the client to a healthy node instead.
-        if let Some(why) = self.health.failing(STORE) {
-            return Err(Status::unavailable(format!(
-                "this node cannot store purges right now (store: {why}); retry on another node"
-            )));
-        }
-        let accepted = self
-            .driver
-            .call(|reply| Command::Purge { selectors, mode, reply })
-            .await
-            .map_err(driver_status)?
-            .map_err(driver_status)?;
+        let zone = Some(req.zone).filter(|z| !z.is_empty());
+        let accepted =
+            self.front.purge(token.as_deref(), PurgeCall::new(zone, selectors, mode)).await.map_err(refusal_status)?;
         Ok(Response::new(pb::PurgeResponse {
-            id: accepted.purge.id.to_string(),
-            accepted_at_ms: accepted.purge.issued_at_ms,
+            id: accepted.id.to_string(),
+            accepted_at_ms: accepted.accepted_at_ms,
             members_total: accepted.members_total as u32,
+            zone: accepted.zone,
         }))
     }
 
@@ -92,20 +135,18 @@ impl Purger for PurgerService {
         &self,
         req: Request<pb::PurgeStatusRequest>,
     ) -> Result<Response<pb::PurgeStatus>, Status> {
-        let id: PurgeId = req
-            .get_ref()
-            .id
-            .parse()
-            .map_err(|e: purgecast_core::BadPurgeId| Status::invalid_argument(e.to_string()))?;
-        let found = self.driver.call(|reply| Command::Status { id, reply }).await.map_err(driver_status)?;
-        let Some((s, members)) = found else {
+        let token = bearer(&req);
+        let id = req.into_inner().id;
+        let found = self.front.status(token.as_deref(), &id).await.map_err(refusal_status)?;
+        let Some(found) = found else {
             return Err(Status::not_found(format!(
                 "purge {id} is not tracked here: ask the node that accepted it (status is kept for an hour)"
             )));
         };
+        let (s, members) = (found.status, found.members);
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
         Ok(Response::new(pb::PurgeStatus {
-            id: id.to_string(),
+            id: s.id.to_string(),
             members_total: s.expected as u32,
             members_applied: s.applied.len() as u32,
             applied: s
@@ -117,7 +158,47 @@ impl Purger for PurgerService {
             dead: s.dead.iter().map(|n| member_name(&members, *n)).collect(),
             complete: s.completed.is_some(),
             completion_ms: s.completed.map_or(0.0, ms),
-            origin: self.driver.me.profile.name.clone(),
+            origin: found.origin,
+        }))
+    }
+
+    async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let who = self.front.identify(bearer(&req).as_deref()).map_err(refusal_status)?;
+        let req = req.into_inner();
+        let zone = if req.zone.is_empty() {
+            None
+        } else {
+            Some(self.front.tenants.snapshot().resolve_zone(&req.zone).map_err(refusal_status)?)
+        };
+        if let Some(z) = &zone {
+            if !may_read(&who, z) {
+                return Err(refusal_status(Refusal::Denied(format!("token {} may not read zone {z:?}", who.token_id))));
+            }
+        }
+        let limit = match req.limit {
+            0 => 1000,
+            n if n > MAX_AUDIT => return Err(Status::invalid_argument(format!("limit {n} exceeds {MAX_AUDIT}"))),
+            n => n as usize,
+        };
+        if !(who.admin || who.allows(Permission::Purge) || who.allows(Permission::PurgeEverything)) {
+            return Err(refusal_status(Refusal::Denied(format!("token {} may not read the audit log", who.token_id))));
+        }
+        let store = self.store.clone();
+        let mut purges = tokio::task::spawn_blocking(move || store.applied_purges())
+            .await
+            .map_err(|e| Status::internal(format!("store task failed: {e}")))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        purges.retain(|(p, _)| {
+            p.issued_at_ms >= req.since_ms && zone.as_ref().is_none_or(|z| p.zone == *z) && may_read(&who, &p.zone)
+        });
+        purges.sort_by_key(|(p, _)| std::cmp::Reverse((p.issued_at_ms, p.id)));
+        let truncated = purges.len() > limit;
+        purges.truncate(limit);
+        let members = self.front.driver.call(|reply| crate::protocol::Command::Members { reply }).await;
+        let members = members.unwrap_or_default();
+        Ok(Response::new(pb::ListAuditResponse {
+            records: purges.iter().map(|(p, _)| audit_record(p, &members)).collect(),
+            truncated,
         }))
     }
 
@@ -125,7 +206,13 @@ impl Purger for PurgerService {
         &self,
         _req: Request<pb::ListMembersRequest>,
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
-        let members = self.driver.call(|reply| Command::Members { reply }).await.map_err(driver_status)?;
+        self.front.identify(bearer(&_req).as_deref()).map_err(refusal_status)?;
+        let members = self
+            .front
+            .driver
+            .call(|reply| crate::protocol::Command::Members { reply })
+            .await
+            .map_err(|_| Status::unavailable("node is shutting down"))?;
         Ok(Response::new(pb::ListMembersResponse {
             members: members
                 .iter()
@@ -137,7 +224,7 @@ impl Purger for PurgerService {
                     pop: m.profile.location.pop.clone(),
                     region: m.profile.location.region.clone(),
                     state: m.state.as_str().into(),
-                    is_self: m.id == self.driver.me.id,
+                    is_self: m.id == self.front.driver.me.id,
                 })
                 .collect(),
         }))

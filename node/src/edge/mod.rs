@@ -6,6 +6,7 @@
 //! - `storage`: pingora-cache's `Storage` over the store;
 //! - `eviction`: the size bound;
 //! - `tags`: tag headers;
+//! - `purge`: the `PURGE` method, through the API's front door;
 //! - `metrics`: the edge's Prometheus series.
 //!
 //! pingora's `Server` owns its process and runtimes, so the edge is
@@ -16,6 +17,7 @@ mod config;
 mod eviction;
 mod metrics;
 mod proxy;
+mod purge;
 mod storage;
 mod tags;
 
@@ -51,6 +53,7 @@ pub(crate) async fn start(
     cfg: &EdgeConfig,
     store: Arc<Store>,
     caught_up: watch::Receiver<bool>,
+    front: crate::api::Front,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Option<SocketAddr>, EdgeError> {
     let Some(addr) = cfg.listen else { return Ok(None) };
@@ -78,7 +81,7 @@ pub(crate) async fn start(
         Box::leak(pingora_cache::lock::CacheLock::new_boxed(cfg.lock_timeout));
     spawn_caught_up_gauge(caught_up.clone());
     spawn_size_gauges(storage.store.clone(), shutdown.clone());
-    let edge = proxy::Edge { cfg: cfg.clone(), storage, lock, defaults: proxy::defaults(cfg), caught_up };
+    let edge = proxy::Edge { cfg: cfg.clone(), storage, lock, defaults: proxy::defaults(cfg), caught_up, front };
     let app = proxy::app(edge);
     tokio::spawn(accept_loop(listener, app, shutdown));
     tracing::info!(edge = %bound, objects, bytes, tracked, "edge listening");

@@ -20,7 +20,7 @@ use purgecast_core::{normalize_host, parse_url};
 use tokio::sync::watch;
 
 use super::metrics;
-use super::storage::{FillStart, RocksHit, RocksStorage};
+use super::storage::{FillStart, FillZone, RocksHit, RocksStorage};
 use super::EdgeConfig;
 
 /// Statuses cached when the origin gives them freshness (RFC 9110's
@@ -40,11 +40,15 @@ pub(crate) struct Edge {
     /// Until the node has caught up after a restart, stored objects may
     /// have been purged while it was down: every lookup is a forced miss.
     pub caught_up: watch::Receiver<bool>,
+    /// Zones (which hosts are served) and the purge front door for PURGE.
+    pub front: crate::api::Front,
 }
 
 #[derive(Default)]
 pub(crate) struct Ctx {
     upstream: Option<String>,
+    /// The zone of the request's host ("" = none).
+    zone: String,
     fetched: Option<u16>,
 }
 
@@ -67,7 +71,7 @@ impl Edge {
     /// The request's URL as the index keys it: scheme from
     /// `X-Forwarded-Proto` (the edge itself speaks plain HTTP behind
     /// whatever terminates TLS), host from `Host`.
-    fn url_of(req: &RequestHeader) -> Option<String> {
+    pub(super) fn url_of(req: &RequestHeader) -> Option<String> {
         let host = req.headers.get(http::header::HOST)?.to_str().ok()?;
         let https = req
             .headers
@@ -122,6 +126,13 @@ impl ProxyHttp for Edge {
         let Some(host) = host.and_then(|h| normalize_host(h).ok()) else {
             return Edge::refuse(session, 400, "a valid Host header is required").await;
         };
+        match self.front.tenants.snapshot().zone_of_host(&host) {
+            Ok(zone) => ctx.zone = zone,
+            Err(_) => return Edge::refuse(session, 421, "this host is in no zone served here").await,
+        }
+        if session.req_header().method.as_str() == "PURGE" {
+            return super::purge::purge(&self.front, session).await;
+        }
         let Some(upstream) = self.origin_for(&host) else {
             return Edge::refuse(session, 404, "unknown host: no origin is configured for it").await;
         };
@@ -143,11 +154,12 @@ impl ProxyHttp for Edge {
         Ok(())
     }
 
-    fn cache_key_callback(&self, session: &Session, _ctx: &mut Ctx) -> Result<CacheKey> {
+    fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
         let url = Edge::url_of(session.req_header())
             .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "no cache key for this request"))?;
         let mut key = CacheKey::new(url, "");
         key.extensions.insert(FillStart(self.storage.store.purge_seq()));
+        key.extensions.insert(FillZone(ctx.zone.clone()));
         Ok(key)
     }
 

@@ -27,6 +27,10 @@ use crate::store::{object_id, Fill, FillOutcome, ObjectId, ObjectRecord, Store, 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FillStart(pub u64);
 
+/// The zone of the request's host, carried from the request to the fill.
+#[derive(Clone)]
+pub(crate) struct FillZone(pub String);
+
 pub(crate) struct RocksStorage {
     pub store: Arc<Store>,
     pub lru: Lru,
@@ -78,7 +82,8 @@ impl RocksStorage {
 impl Storage for RocksStorage {
     async fn lookup(&'static self, key: &CacheKey, _trace: &SpanHandle) -> Result<Option<(CacheMeta, HitHandler)>> {
         let id = id_of(key);
-        let Some(rec) = self.store.object(&id).map_err(|e| internal("object lookup", e))? else { return Ok(None) };
+        let head = self.store.object_head(&id).map_err(|e| internal("object lookup", e))?;
+        let Some((rec, first)) = head else { return Ok(None) };
         let meta = CacheMeta::deserialize(&rec.meta_internal, &rec.meta_header)?;
         self.lru.touch(&id);
         let hit = RocksHit {
@@ -88,6 +93,7 @@ impl Storage for RocksStorage {
             pos: 0,
             end: rec.body_len,
             stale_since_ms: rec.stale_since_ms,
+            first,
         };
         Ok(Some((meta, Box::new(hit))))
     }
@@ -116,6 +122,7 @@ impl Storage for RocksStorage {
                 id: id_of(key),
                 key: parsed,
                 tags: self.tags.of(meta.response_header()),
+                zone: key.extensions.get::<FillZone>().map(|z| z.0.clone()).unwrap_or_default(),
                 record,
                 body: Vec::new(),
                 started_seq: started(key),
@@ -162,6 +169,9 @@ pub(crate) struct RocksHit {
     end: u64,
     /// Soft-purged at this time (Unix ms); 0 = not purged.
     pub stale_since_ms: u64,
+    /// Chunk 0, read with the record: an object of one chunk is served
+    /// whole even if a purge removes it right after the lookup.
+    first: Option<Bytes>,
 }
 
 impl RocksHit {
@@ -181,11 +191,14 @@ impl HandleHit for RocksHit {
         // Gone mid-read: a purge removed the object after the lookup. The
         // response is cut rather than finished from a copy that no longer
         // exists.
-        let data = self
-            .store
-            .object_chunk(&self.id, index)
-            .map_err(|e| internal("body read", e))?
-            .ok_or_else(|| internal("body read", "object purged while it was being served"))?;
+        let data = match (index, &self.first) {
+            (0, Some(first)) => first.clone(),
+            _ => self
+                .store
+                .object_chunk(&self.id, index)
+                .map_err(|e| internal("body read", e))?
+                .ok_or_else(|| internal("body read", "object purged while it was being served"))?,
+        };
         let offset = (self.pos - chunk * CHUNK_BYTES as u64) as usize;
         let want = (self.end - self.pos).min((data.len().saturating_sub(offset)) as u64) as usize;
         if want == 0 {

@@ -82,6 +82,8 @@ mod tests {
                     selectors: vec![Selector::Everything],
                     mode: Mode::Hard,
                     issued_at_ms: 0,
+                    zone: String::new(),
+                    requested_by: String::new(),
                 };
                 engine.restore_unfinished(Time::ZERO, Arc::new(purge))
             })

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use purgecast_core::{
     wire, ApplyTicket, Engine, Event, Member, MemberState, Mode, NodeId, OriginateError, Output, Purge, PurgeError,
-    PurgeId, PurgeStatus, Selector, Time,
+    PurgeId, PurgeStatus, Selector, Tenant, Time,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -46,9 +46,19 @@ impl From<OriginateError> for DriverError {
 }
 
 pub enum Command {
-    Purge { selectors: Vec<Selector>, mode: Mode, reply: oneshot::Sender<Result<Accepted, DriverError>> },
-    Status { id: PurgeId, reply: oneshot::Sender<Option<(PurgeStatus, Vec<Member>)>> },
-    Members { reply: oneshot::Sender<Vec<Member>> },
+    Purge {
+        tenant: Tenant,
+        selectors: Vec<Selector>,
+        mode: Mode,
+        reply: oneshot::Sender<Result<Accepted, DriverError>>,
+    },
+    Status {
+        id: PurgeId,
+        reply: oneshot::Sender<Option<(PurgeStatus, Vec<Member>)>>,
+    },
+    Members {
+        reply: oneshot::Sender<Vec<Member>>,
+    },
 }
 
 /// Cheap handle the API uses to reach the loop.
@@ -245,8 +255,8 @@ impl Driver {
     fn on_command(&mut self, cmd: Command) {
         let now = self.now();
         match cmd {
-            Command::Purge { selectors, mode, reply } => {
-                match self.engine.originate(now, selectors, mode, crate::clock::now_ms()) {
+            Command::Purge { tenant, selectors, mode, reply } => {
+                match self.engine.originate_in(now, tenant, selectors, mode, crate::clock::now_ms()) {
                     Ok(purge) => {
                         metrics::counter!("purgecast_purges_accepted_total").increment(1);
                         let members_total = self.engine.members().reachable_count();

@@ -105,6 +105,12 @@ impl<'s> Builder<'s> {
 
     fn visit(&mut self, run: &mut Run<'_>, key: Vec<u8>, entry: Option<Entry>) -> Result<()> {
         let Some(mut e) = entry else { return Ok(()) };
+        // A zone's purge never reaches another zone's entries, whatever a
+        // peer put in it (tag and everything rows are per zone already).
+        let zone = &run.purge.zone;
+        if !zone.is_empty() && !e.zone.is_empty() && e.zone != *zone {
+            return Ok(());
+        }
         if let Some(seen) = &mut run.seen {
             if !seen.insert(key.clone()) {
                 return Ok(());
@@ -233,8 +239,15 @@ impl<'s> Builder<'s> {
                 Selector::Prefix { host, path_prefix } => {
                     self.index_scan(&mut run, CF_BY_HOST, Range::host_path(host, path_prefix), 2)?
                 }
-                Selector::Tag(t) => self.index_scan(&mut run, CF_BY_TAG, Range::tag(t), 1)?,
-                Selector::Everything => self.everything(&mut run)?,
+                Selector::Tag(t) => {
+                    let tag = codec::zoned_tag(&purge.zone, t);
+                    self.index_scan(&mut run, CF_BY_TAG, Range::tag(&tag), 1)?
+                }
+                Selector::Everything if purge.zone.is_empty() => self.everything(&mut run)?,
+                Selector::Everything => {
+                    let marker = codec::zone_marker(&purge.zone);
+                    self.index_scan(&mut run, CF_BY_TAG, Range::tag(&marker), 1)?
+                }
             }
         }
         self.objects_of_run(&run)?;

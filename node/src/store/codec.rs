@@ -64,6 +64,8 @@ struct EntryRecord {
     stale: bool,
     #[prost(uint64, tag = "8")]
     stale_since_ms: u64,
+    #[prost(string, tag = "9")]
+    zone: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -99,6 +101,7 @@ pub(crate) fn encode_entry(e: &Entry) -> Vec<u8> {
         expires_at_ms: e.expires_at_ms,
         stale: e.stale,
         stale_since_ms: e.stale_since_ms,
+        zone: e.zone.clone(),
     })
 }
 
@@ -115,6 +118,7 @@ pub(crate) fn decode_entry(key: &[u8], value: &[u8]) -> Result<Entry, CodecError
         expires_at_ms: r.expires_at_ms,
         stale: r.stale,
         stale_since_ms: r.stale_since_ms,
+        zone: r.zone,
     })
 }
 
@@ -223,6 +227,33 @@ pub(crate) fn host_row(host: &str, path: &str, key: &str) -> Vec<u8> {
     join(&[host.as_bytes(), path.as_bytes(), key.as_bytes()])
 }
 
+/// The tag an entry of `zone` is indexed under for `tag`: tags are per
+/// zone, so zone A's tag `x` and zone B's are different rows. Zone ids and
+/// tags hold no control characters, so `\x1f` cannot be forged by either.
+/// No zone: the tag itself (stores from before zones read the same).
+pub(crate) fn zoned_tag(zone: &str, tag: &str) -> String {
+    if zone.is_empty() {
+        tag.to_string()
+    } else {
+        format!("{zone}\x1f{tag}")
+    }
+}
+
+/// The row every entry of a named zone has, so the zone's everything is
+/// one range scan.
+pub(crate) fn zone_marker(zone: &str) -> String {
+    format!("{zone}\x1f")
+}
+
+/// The tag rows of an entry: its tags in its zone, and its zone's marker.
+pub(crate) fn entry_tag_rows(e: &Entry) -> Vec<Vec<u8>> {
+    let mut rows: Vec<Vec<u8>> = e.tags.iter().map(|t| tag_row(&zoned_tag(&e.zone, t), &e.key)).collect();
+    if !e.zone.is_empty() {
+        rows.push(tag_row(&zone_marker(&e.zone), &e.key));
+    }
+    rows
+}
+
 pub(crate) fn tag_row(tag: &str, key: &str) -> Vec<u8> {
     join(&[tag.as_bytes(), key.as_bytes()])
 }
@@ -317,6 +348,7 @@ mod tests {
             expires_at_ms: 0,
             stale: true,
             stale_since_ms: 7,
+            zone: "shop".into(),
         }
     }
 
@@ -333,6 +365,8 @@ mod tests {
             selectors: vec![Selector::Everything, Selector::tag("x").unwrap()],
             mode: Mode::Soft,
             issued_at_ms: 11,
+            zone: String::new(),
+            requested_by: String::new(),
         };
         assert_eq!(decode_purge_record(&encode_purge_record(&p, 12)), Ok((p.clone(), 12)));
         assert!(purge_key(&p).as_slice() < TOP.as_slice());

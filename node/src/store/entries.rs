@@ -26,6 +26,8 @@ pub struct EntryInput {
     pub stored_at_ms: u64,
     /// Unix ms; 0 = never.
     pub expires_at_ms: u64,
+    /// The zone of its host ("" = none).
+    pub zone: String,
 }
 
 /// Row counts of the three index families, from full scans.
@@ -39,6 +41,7 @@ pub struct IndexStats {
 
 fn normalise(index: usize, input: &EntryInput) -> Result<Entry> {
     let ck = parse_url(&input.key).map_err(|source| StoreError::BadEntry { index, source })?;
+    purgecast_core::validate_zone(&input.zone).map_err(|e| StoreError::BadZone(e.to_string()))?;
     let mut tags = Vec::with_capacity(input.tags.len());
     for t in &input.tags {
         Selector::tag(t).map_err(|source| StoreError::BadEntry { index, source })?;
@@ -59,6 +62,7 @@ fn normalise(index: usize, input: &EntryInput) -> Result<Entry> {
         expires_at_ms: input.expires_at_ms,
         stale: false,
         stale_since_ms: 0,
+        zone: input.zone.clone(),
     })
 }
 
@@ -66,8 +70,8 @@ fn normalise(index: usize, input: &EntryInput) -> Result<Entry> {
 pub(crate) fn delete_entry(batch: &mut WriteBatch, cfs: &Cfs<'_>, e: &Entry) {
     batch.delete_cf(cfs.entries, e.key.as_bytes());
     batch.delete_cf(cfs.by_host, codec::host_row(&e.host, &e.path, &e.key));
-    for t in &e.tags {
-        batch.delete_cf(cfs.by_tag, codec::tag_row(t, &e.key));
+    for row in codec::entry_tag_rows(e) {
+        batch.delete_cf(cfs.by_tag, row);
     }
 }
 
@@ -83,12 +87,13 @@ pub(crate) fn put_entry(batch: &mut WriteBatch, cfs: &Cfs<'_>, new: &Entry, old:
         }
         batch.put_cf(cfs.by_host, new_host, []);
     }
-    let old_tags: &[String] = old.map_or(&[], |o| &o.tags);
-    for t in old_tags.iter().filter(|t| !new.tags.contains(t)) {
-        batch.delete_cf(cfs.by_tag, codec::tag_row(t, &new.key));
+    let old_rows = old.map(codec::entry_tag_rows).unwrap_or_default();
+    let new_rows = codec::entry_tag_rows(new);
+    for row in old_rows.iter().filter(|r| !new_rows.contains(r)) {
+        batch.delete_cf(cfs.by_tag, row);
     }
-    for t in new.tags.iter().filter(|t| !old_tags.contains(t)) {
-        batch.put_cf(cfs.by_tag, codec::tag_row(t, &new.key), []);
+    for row in new_rows.iter().filter(|r| !old_rows.contains(r)) {
+        batch.put_cf(cfs.by_tag, row, []);
     }
     batch.put_cf(cfs.entries, new.key.as_bytes(), codec::encode_entry(new));
 }
@@ -145,9 +150,10 @@ impl Store {
     }
 
     /// Up to `limit` entries carrying a tag, in key order.
-    pub fn list_by_tag(&self, tag: &str, limit: usize) -> Result<Vec<Entry>> {
+    /// Entries of `zone` ("" = no zone) carrying `tag`.
+    pub fn list_by_tag(&self, zone: &str, tag: &str, limit: usize) -> Result<Vec<Entry>> {
         Selector::tag(tag).map_err(StoreError::BadQuery)?;
-        self.list(self.cf(CF_BY_TAG)?, &Range::tag(tag), limit, 1)
+        self.list(self.cf(CF_BY_TAG)?, &Range::tag(&codec::zoned_tag(zone, tag)), limit, 1)
     }
 
     fn list(&self, cf: &rocksdb::ColumnFamily, range: &Range, limit: usize, fields: usize) -> Result<Vec<Entry>> {
@@ -163,9 +169,9 @@ impl Store {
         self.count_rows(CF_BY_HOST, &Range::host(&host), u64::MAX)
     }
 
-    pub fn count_by_tag(&self, tag: &str) -> Result<u64> {
+    pub fn count_by_tag(&self, zone: &str, tag: &str) -> Result<u64> {
         Selector::tag(tag).map_err(StoreError::BadQuery)?;
-        self.count_rows(CF_BY_TAG, &Range::tag(tag), u64::MAX)
+        self.count_rows(CF_BY_TAG, &Range::tag(&codec::zoned_tag(zone, tag)), u64::MAX)
     }
 
     /// Exact row counts by full scans: a consistency check for tests and

@@ -94,6 +94,8 @@ pub enum StoreError {
     Corrupt { what: &'static str, source: CodecError },
     #[error("entry {index}: {source}")]
     BadEntry { index: usize, source: SelectorError },
+    #[error("{0}")]
+    BadZone(String),
     #[error("entry {index} has {count} tags (at most {MAX_TAGS})")]
     TooManyTags { index: usize, count: usize },
     #[error("{0}")]
@@ -145,6 +147,8 @@ pub struct Entry {
     /// Set by a soft purge: serve only after revalidation.
     pub stale: bool,
     pub stale_since_ms: u64,
+    /// The tenant zone of its host ("" = none): its tags are that zone's.
+    pub zone: String,
 }
 
 impl Entry {

@@ -21,7 +21,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use purgecast_core::{CacheKey, Purge};
+use purgecast_core::{CacheKey, Purge, Selector};
 use rocksdb::WriteBatch;
 
 use super::codec::{self, Range};
@@ -94,6 +94,8 @@ pub struct Fill {
     /// The URL it was fetched for.
     pub key: CacheKey,
     pub tags: Vec<String>,
+    /// The zone of its host ("" = none).
+    pub zone: String,
     /// `url` must equal `key.key`; `body_len` the sum of `body`.
     pub record: ObjectRecord,
     pub body: Vec<Bytes>,
@@ -133,16 +135,26 @@ impl RecentPurges {
     }
 
     /// Whether a purge applied after `since` may have matched this object.
-    fn hits(&self, since: u64, key: &CacheKey, tags: &[String]) -> bool {
+    fn hits(&self, since: u64, zone: &str, key: &CacheKey, tags: &[String]) -> bool {
         if since < self.floor {
             return true;
         }
-        self.log
-            .iter()
-            .rev()
-            .take_while(|(seq, _)| *seq > since)
-            .any(|(_, p)| p.selectors.iter().any(|s| s.matches(key, tags)))
+        self.log.iter().rev().take_while(|(seq, _)| *seq > since).any(|(_, p)| reaches(p, zone, key, tags))
     }
+}
+
+/// Whether `purge` matches an object of `zone` at `key` with `tags`, as
+/// the apply does (see `apply.rs`): tags and everything only within the
+/// purge's zone; URLs, hosts and prefixes within it too, or on objects of
+/// no zone (cached before zones were configured).
+pub(crate) fn reaches(purge: &Purge, zone: &str, key: &CacheKey, tags: &[String]) -> bool {
+    let same_zone = purge.zone == zone;
+    let located = purge.zone.is_empty() || same_zone || zone.is_empty();
+    purge.selectors.iter().any(|s| match s {
+        Selector::Url(_) | Selector::Host(_) | Selector::Prefix { .. } => located && s.matches(key, tags),
+        Selector::Tag(_) => same_zone && s.matches(key, tags),
+        Selector::Everything => purge.zone.is_empty() || same_zone,
+    })
 }
 
 /// Objects deleted by one batch, so counters stay exact and a later step of
@@ -171,6 +183,24 @@ impl Store {
         }
     }
 
+    /// An object's record and its first body chunk, read from one snapshot:
+    /// a purge between the two reads would otherwise cut the response of an
+    /// object the lookup found (and one read serves a small object whole).
+    pub fn object_head(&self, id: &ObjectId) -> Result<Option<(ObjectRecord, Option<Bytes>)>> {
+        let snap = self.db.snapshot();
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_snapshot(&snap);
+        let Some(v) = self.db.get_pinned_cf_opt(self.cf(CF_OBJECTS)?, id, &ro)? else { return Ok(None) };
+        let rec = codec::decode_object(&v).map_err(corrupt("object"))?;
+        let first = if rec.body_len == 0 {
+            None
+        } else {
+            let chunk = self.db.get_pinned_cf_opt(self.cf(CF_BODIES)?, codec::chunk_key(id, 0), &ro)?;
+            chunk.map(|c| Bytes::copy_from_slice(&c))
+        };
+        Ok(Some((rec, first)))
+    }
+
     /// One chunk of an object's body; None if the object is gone.
     pub fn object_chunk(&self, id: &ObjectId, index: u32) -> Result<Option<Bytes>> {
         let v = self.db.get_pinned_cf(self.cf(CF_BODIES)?, codec::chunk_key(id, index))?;
@@ -181,7 +211,7 @@ impl Store {
     /// since the fetch started matches it.
     pub fn store_object(&self, fill: Fill) -> Result<FillOutcome> {
         let w = self.lock_writer();
-        if w.recent.hits(fill.started_seq, &fill.key, &fill.tags) {
+        if w.recent.hits(fill.started_seq, &fill.zone, &fill.key, &fill.tags) {
             return Ok(FillOutcome::Raced);
         }
         let cfs = self.cfs()?;
@@ -197,6 +227,7 @@ impl Store {
             expires_at_ms: fill.record.expires_at_ms,
             stale: false,
             stale_since_ms: 0,
+            zone: fill.zone.clone(),
         };
         if let Some(old) = &old_entry {
             // Other variants of the URL keep the entry's tags and lifetime.
@@ -249,7 +280,7 @@ impl Store {
         let Some(mut rec) = self.object(id)? else { return Ok(false) };
         let Some(entry) = self.fetch_entry(rec.url.as_bytes())? else { return Ok(false) };
         let key = CacheKey { key: entry.key.clone(), host: entry.host.clone(), path: entry.path.clone() };
-        if w.recent.hits(started_seq, &key, &entry.tags) {
+        if w.recent.hits(started_seq, &entry.zone, &key, &entry.tags) {
             return Ok(false);
         }
         (rec.meta_internal, rec.meta_header) = meta;

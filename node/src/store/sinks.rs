@@ -39,6 +39,8 @@ pub fn flush_purge() -> Purge {
         selectors: vec![Selector::Everything],
         mode: Mode::Hard,
         issued_at_ms: 0,
+        zone: String::new(),
+        requested_by: String::new(),
     }
 }
 

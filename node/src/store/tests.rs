@@ -28,6 +28,8 @@ pub(super) fn purge(seq: u64, mode: Mode, selectors: Vec<Selector>) -> Purge {
         selectors,
         mode,
         issued_at_ms: 1000 + seq,
+        zone: String::new(),
+        requested_by: String::new(),
     }
 }
 
@@ -118,7 +120,7 @@ fn put_normalises_and_get_finds() {
     assert_eq!(s.get("https://a.com/other").unwrap(), None);
     assert!(matches!(s.get("ftp://a.com/"), Err(StoreError::BadQuery(_))));
     assert_eq!(s.list_by_host("A.COM", 10).unwrap(), vec![e.clone()]);
-    assert_eq!(s.list_by_tag("b", 10).unwrap(), vec![e]);
+    assert_eq!(s.list_by_tag("", "b", 10).unwrap(), vec![e]);
     assert_consistent(&s);
 }
 
@@ -148,10 +150,10 @@ fn reput_replaces_tags_and_freshens() {
     // The same key twice in one call: the last one wins.
     let n = s.put_entries(&[input("https://a.com/x", &["z"]), input("https://a.com/x", &["b", "c"])]).unwrap();
     assert_eq!(n, 1);
-    assert_eq!(s.count_by_tag("a").unwrap(), 0);
-    assert_eq!(s.count_by_tag("b").unwrap(), 1);
-    assert_eq!(s.count_by_tag("c").unwrap(), 1);
-    assert_eq!(s.count_by_tag("z").unwrap(), 0);
+    assert_eq!(s.count_by_tag("", "a").unwrap(), 0);
+    assert_eq!(s.count_by_tag("", "b").unwrap(), 1);
+    assert_eq!(s.count_by_tag("", "c").unwrap(), 1);
+    assert_eq!(s.count_by_tag("", "z").unwrap(), 0);
     assert_eq!(s.count_all(), 1);
     assert!(!s.get("https://a.com/x").unwrap().unwrap().stale);
     assert_consistent(&s);
@@ -264,7 +266,7 @@ fn everything_in_a_batch_then_more_writes() {
     assert!(s.pending_compactions() >= 3);
     // The range deletion must not hide later writes.
     s.put_entries(&[input("https://a.com/", &["home"])]).unwrap();
-    assert_eq!(s.count_by_tag("home").unwrap(), 1);
+    assert_eq!(s.count_by_tag("", "home").unwrap(), 1);
     assert_consistent(&s);
     assert!(s.compact_purged_ranges().unwrap() >= 3);
     assert_eq!(s.pending_compactions(), 0);

@@ -92,7 +92,7 @@ fn flush_empties_the_index_but_keeps_the_log() {
     assert_eq!(s.index_stats().unwrap(), IndexStats::default());
     assert_eq!(s.purge_log_len().unwrap(), 1);
     s.put_entries(&inputs[..3]).unwrap();
-    assert_eq!(s.count_by_tag("a").unwrap(), 3);
+    assert_eq!(s.count_by_tag("", "a").unwrap(), 3);
     assert_consistent(&s);
 }
 
@@ -120,7 +120,7 @@ fn expired_entries_are_hidden_then_swept() {
     }
     assert_eq!(removed, 5);
     assert_eq!(s.count_all(), 5);
-    assert_eq!(s.count_by_tag("t").unwrap(), 5);
+    assert_eq!(s.count_by_tag("", "t").unwrap(), 5);
     assert_consistent(&s);
 }
 
@@ -138,7 +138,7 @@ fn large_hard_purges_queue_compactions() {
     assert_eq!(s.compact_purged_ranges().unwrap(), 2);
     assert_eq!(s.pending_compactions(), 0);
     assert_eq!(s.count_all(), 0);
-    assert_eq!(s.count_by_tag("big").unwrap(), 0);
+    assert_eq!(s.count_by_tag("", "big").unwrap(), 0);
     assert_consistent(&s);
 }
 

@@ -21,6 +21,7 @@ fn fill(store: &Store, url: &str, tags: &[&str], body: &[u8], variance: Option<[
         },
         key,
         tags: tags.iter().map(|t| t.to_string()).collect(),
+        zone: String::new(),
         body: body.chunks(1000).map(Bytes::copy_from_slice).collect(),
         started_seq: store.purge_seq(),
     }

@@ -21,7 +21,8 @@ pub struct DevArgs {
     #[arg(long, default_value = ".purgecast-dev")]
     pub dir: PathBuf,
     /// Node i listens on base+i (gRPC), base+1000+i (peers), base+2000+i
-    /// (metrics), base+3000+i (HTTP edge); the demo origin on base+4000.
+    /// (metrics), base+3000+i (HTTP edge), base+6000+i (HTTP purge API);
+    /// the demo origin on base+4000.
     #[arg(long, default_value_t = 7100)]
     pub base_port: u16,
     /// Spread the nodes over this many PoPs (dev-pop-0 ...), round robin.
@@ -33,9 +34,13 @@ pub struct DevArgs {
     /// Delete the working directory first (data included).
     #[arg(long)]
     pub fresh: bool,
-    /// Bearer token the nodes' APIs require (none by default).
+    /// Operator token (every permission) the nodes' APIs require (none by
+    /// default; made up and printed when --tenants-file is given without it).
     #[arg(long)]
     pub token: Option<String>,
+    /// Zones and scoped tokens every node loads (docs/tenants.md).
+    #[arg(long)]
+    pub tenants_file: Option<PathBuf>,
     /// The site the edges cache (`http://host[:port]`, any Host header is
     /// passed through). Default: a built-in demo origin (`purgecast origin`).
     #[arg(long)]
@@ -61,6 +66,8 @@ pub struct ClusterNode {
     pub edge: Option<String>,
     /// The Varnish this node purges (`http://IP:PORT`), with `--varnish`.
     pub varnish: Option<String>,
+    /// The Cloudflare- and Fastly-shaped HTTP purge API (`http://IP:PORT`).
+    pub http_api: Option<String>,
     pub pid: u32,
 }
 
@@ -121,6 +128,11 @@ fn node_config(args: &DevArgs, i: usize, certs: &Path, origin: Option<&str>) -> 
         region: "dev".into(),
         tls: TlsConfig { ca: paths.ca, cert: paths.cert, key: paths.key },
         api_tokens: args.token.iter().cloned().collect(),
+        tenants_file: args.tenants_file.clone(),
+        http_api: crate::config::HttpApiConfig {
+            listen: Some(([127, 0, 0, 1], port(6000)?).into()),
+            ..Default::default()
+        },
         ..NodeConfig::default()
     })
 }
@@ -140,9 +152,18 @@ fn ensure_certs(dir: &Path, nodes: usize) -> anyhow::Result<PathBuf> {
     Ok(certs)
 }
 
-pub fn run(args: DevArgs) -> anyhow::Result<()> {
+pub fn run(mut args: DevArgs) -> anyhow::Result<()> {
     if args.nodes == 0 || args.nodes > 200 {
         bail!("--nodes must be between 1 and 200");
+    }
+    if let Some(file) = &args.tenants_file {
+        // Nodes read it from their own working directories.
+        args.tenants_file = Some(std::fs::canonicalize(file).with_context(|| format!("{}", file.display()))?);
+        if args.token.is_none() {
+            let token = crate::tenants::tokens::generate("operator");
+            println!("operator token (every permission, this run only): {token}");
+            args.token = Some(token);
+        }
     }
     if args.fresh && args.dir.exists() {
         std::fs::remove_dir_all(&args.dir).with_context(|| format!("removing {}", args.dir.display()))?;
@@ -193,6 +214,7 @@ fn announce(args: &DevArgs, children: &[(NodeConfig, Child)], origin: Option<&st
                 metrics: format!("http://{}/metrics", c.listen_metrics),
                 edge: c.edge.listen.map(|a| format!("http://{a}")),
                 varnish: c.sink.first().and_then(|s| s.address.as_ref()).map(|a| format!("http://{a}")),
+                http_api: c.http_api.listen.map(|a| format!("http://{a}")),
                 pid: child.id(),
             })
             .collect(),
@@ -205,8 +227,9 @@ fn announce(args: &DevArgs, children: &[(NodeConfig, Child)], origin: Option<&st
     for node in &file.nodes {
         let edge = node.edge.as_deref().map(|e| format!("  edge {e}")).unwrap_or_default();
         let varnish = node.varnish.as_deref().map(|v| format!("  varnish {v}")).unwrap_or_default();
+        let http = node.http_api.as_deref().map(|h| format!("  http-api {h}")).unwrap_or_default();
         println!(
-            "  {:<10} grpc {}  peer {}  metrics {}{edge}{varnish}  pid {}",
+            "  {:<10} grpc {}  peer {}  metrics {}{edge}{varnish}{http}  pid {}",
             node.name, node.grpc, node.peer, node.metrics, node.pid
         );
     }
