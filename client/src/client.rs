@@ -3,14 +3,14 @@
 use std::time::Duration;
 
 use purgecast_proto::api::{
-    count_entries_request, index_client::IndexClient, list_entries_request, purger_client::PurgerClient,
-    CountEntriesRequest, Entry, GetEntryRequest, ListEntriesRequest, ListMembersRequest, MemberInfo, PurgeMode,
-    PurgeRequest, PurgeResponse, PurgeStatus, PurgeStatusRequest, PutEntriesRequest, Selector,
+    count_entries_request, index_client::IndexClient, list_entries_request, purger_client::PurgerClient, AuditRecord,
+    CountEntriesRequest, Entry, GetEntryRequest, ListAuditRequest, ListEntriesRequest, ListMembersRequest, MemberInfo,
+    PurgeMode, PurgeRequest, PurgeResponse, PurgeStatus, PurgeStatusRequest, PutEntriesRequest, Selector,
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::ClientError;
 
@@ -56,6 +56,16 @@ pub struct Client {
 impl Client {
     /// Connects to `endpoint` ("http://host:port" or "host:port").
     pub async fn connect(endpoint: &str, token: Option<String>) -> Result<Client, ClientError> {
+        Client::connect_with(endpoint, token, None).await
+    }
+
+    /// Connects to `endpoint`; an `https://` endpoint is verified against
+    /// `ca_pem` (PEM certificates) when given, else the public web roots.
+    pub async fn connect_with(
+        endpoint: &str,
+        token: Option<String>,
+        ca_pem: Option<&str>,
+    ) -> Result<Client, ClientError> {
         let endpoint = normalize_endpoint(endpoint);
         let header = match token.filter(|t| !t.is_empty()) {
             Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| ClientError::InvalidToken)?),
@@ -66,6 +76,16 @@ impl Client {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .tcp_nodelay(true);
+        let ep = if endpoint.starts_with("https://") {
+            let tls = match ca_pem {
+                Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+                None => ClientTlsConfig::new().with_webpki_roots(),
+            };
+            ep.tls_config(tls)
+                .map_err(|e| ClientError::InvalidEndpoint { endpoint: endpoint.clone(), reason: e.to_string() })?
+        } else {
+            ep
+        };
         let channel = ep.connect().await.map_err(|e| ClientError::transport(&endpoint, &e))?;
         let auth = Auth { header };
         Ok(Client {
@@ -81,8 +101,27 @@ impl Client {
     }
 
     pub async fn purge(&self, selectors: Vec<Selector>, mode: PurgeMode) -> Result<PurgeResponse, ClientError> {
-        let req = PurgeRequest { selectors, mode: mode as i32 };
+        self.purge_in("", selectors, mode).await
+    }
+
+    /// A purge confined to `zone` ("" = let the node work it out from the
+    /// selectors' hosts or the token).
+    pub async fn purge_in(
+        &self,
+        zone: &str,
+        selectors: Vec<Selector>,
+        mode: PurgeMode,
+    ) -> Result<PurgeResponse, ClientError> {
+        let req = PurgeRequest { selectors, mode: mode as i32, zone: zone.to_string() };
         Ok(self.purger.clone().purge(req).await?.into_inner())
+    }
+
+    /// Accepted purges from the node's purge log, newest first; the bool
+    /// says more matched than `limit`.
+    pub async fn audit(&self, zone: &str, since_ms: u64, limit: u32) -> Result<(Vec<AuditRecord>, bool), ClientError> {
+        let req = ListAuditRequest { zone: zone.to_string(), since_ms, limit };
+        let resp = self.purger.clone().list_audit(req).await?.into_inner();
+        Ok((resp.records, resp.truncated))
     }
 
     pub async fn status(&self, id: &str) -> Result<PurgeStatus, ClientError> {
@@ -105,22 +144,32 @@ impl Client {
     }
 
     pub async fn index_list(&self, filter: EntryFilter, limit: u32) -> Result<Vec<Entry>, ClientError> {
+        self.index_list_in("", filter, limit).await
+    }
+
+    /// As [`Client::index_list`], with the zone of a tag filter.
+    pub async fn index_list_in(&self, zone: &str, filter: EntryFilter, limit: u32) -> Result<Vec<Entry>, ClientError> {
         let filter = match filter {
             EntryFilter::Host(h) => list_entries_request::Filter::Host(h),
             EntryFilter::Tag(t) => list_entries_request::Filter::Tag(t),
         };
-        let req = ListEntriesRequest { filter: Some(filter), limit };
+        let req = ListEntriesRequest { filter: Some(filter), limit, zone: zone.to_string() };
         Ok(self.index.clone().list(req).await?.into_inner().entries)
     }
 
     /// Counts entries matching `filter`, or all entries for `None`.
     pub async fn index_count(&self, filter: Option<EntryFilter>) -> Result<u64, ClientError> {
+        self.index_count_in("", filter).await
+    }
+
+    /// As [`Client::index_count`], with the zone of a tag filter.
+    pub async fn index_count_in(&self, zone: &str, filter: Option<EntryFilter>) -> Result<u64, ClientError> {
         let filter = match filter {
             Some(EntryFilter::Host(h)) => count_entries_request::Filter::Host(h),
             Some(EntryFilter::Tag(t)) => count_entries_request::Filter::Tag(t),
             None => count_entries_request::Filter::All(true),
         };
-        let req = CountEntriesRequest { filter: Some(filter) };
+        let req = CountEntriesRequest { filter: Some(filter), zone: zone.to_string() };
         Ok(self.index.clone().count(req).await?.into_inner().count)
     }
 

@@ -20,6 +20,7 @@ pub mod fidelity;
 pub mod http;
 pub mod metrics;
 pub mod monitoring;
+pub mod tenants;
 
 /// Path of a binary built from this workspace, next to the test binary's
 /// directory (target/<profile>/). `cargo build --bins` must have run.
@@ -95,6 +96,10 @@ pub struct Opts {
     pub edge: Vec<(String, String)>,
     /// TOML appended to node `i`'s config (e.g. its `[[sink]]` sections).
     pub node_extra: Vec<(usize, String)>,
+    /// Every node's `tenants_file`.
+    pub tenants_file: Option<PathBuf>,
+    /// Give every node the HTTP purge API (`[http_api]`) on a port of its own.
+    pub http_api: bool,
 }
 
 impl Default for Opts {
@@ -119,6 +124,8 @@ impl Default for Opts {
             edge_origin: None,
             edge: Vec::new(),
             node_extra: Vec::new(),
+            tenants_file: None,
+            http_api: false,
         }
     }
 }
@@ -130,6 +137,8 @@ pub struct Node {
     pub metrics: SocketAddr,
     /// The HTTP edge's address (listening only when the test turns it on).
     pub edge: SocketAddr,
+    /// The HTTP purge API's address (listening only when the test turns it on).
+    pub http_api: SocketAddr,
     pub dir: PathBuf,
     pub config: PathBuf,
     child: Option<Child>,
@@ -146,6 +155,7 @@ impl Node {
             peer: SocketAddr::from(([127, 0, 0, 1], free_udp()?)),
             metrics: SocketAddr::from(([127, 0, 0, 1], free_tcp()?)),
             edge: SocketAddr::from(([127, 0, 0, 1], free_tcp()?)),
+            http_api: SocketAddr::from(([127, 0, 0, 1], free_tcp()?)),
             config: dir.join("config.toml"),
             dir,
             child: None,
@@ -364,10 +374,13 @@ pub fn config_text(node: &Node, certs: &Path, seeds: &[SocketAddr], opts: &Opts,
         }
         None => String::new(),
     };
+    let tenants = opts.tenants_file.as_ref().map_or(String::new(), |f| format!("tenants_file = \"{}\"\n", f.display()));
+    let http_api =
+        if opts.http_api { format!("\n[http_api]\nlisten = \"{}\"\n", node.http_api) } else { String::new() };
     format!(
         "name = \"{name}\"\nlisten_peer = \"{peer}\"\nlisten_api = \"{api}\"\nlisten_metrics = \"{metrics}\"\n\
-         data_dir = \"{data}\"\nseeds = [{seeds}]\npop = \"{pop}\"\nregion = \"{region}\"\napi_tokens = [{tokens}]\n{wan}\
-         [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n[protocol]\n{protocol}{edge}{extra}",
+         data_dir = \"{data}\"\nseeds = [{seeds}]\npop = \"{pop}\"\nregion = \"{region}\"\napi_tokens = [{tokens}]\n{tenants}{wan}\
+         [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n[protocol]\n{protocol}{edge}{http_api}{extra}",
         name = node.name,
         peer = node.peer,
         api = node.api,

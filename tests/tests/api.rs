@@ -7,7 +7,7 @@ use purgecast_tests::*;
 use tonic::Code;
 
 fn purge_req(selectors: Vec<pb::Selector>) -> pb::PurgeRequest {
-    pb::PurgeRequest { selectors, mode: 0 }
+    pb::PurgeRequest { selectors, mode: 0, ..Default::default() }
 }
 
 /// A selector as sent on the wire, unchecked: the client library refuses
@@ -42,7 +42,7 @@ async fn each_class_of_bad_input_gets_invalid_argument() {
     expect(&c, purge_req(vec![pb::Selector { kind: None }]), bad, "no kind").await;
     expect(&c, purge_req(vec![tag("ok"), url("nope")]), bad, "selector 1").await;
     expect(&c, purge_req((0..300).map(|i| tag(&format!("t{i}"))).collect()), bad, "too many selectors").await;
-    let mode = pb::PurgeRequest { selectors: vec![tag("x")], mode: 7 };
+    let mode = pb::PurgeRequest { selectors: vec![tag("x")], mode: 7, ..Default::default() };
     expect(&c, mode, bad, "mode").await;
 
     let p = c.client(0).await.unwrap();
@@ -59,7 +59,7 @@ async fn each_class_of_bad_input_gets_invalid_argument() {
     let e = p.index_get("").await.unwrap_err();
     assert_eq!(e.code(), Some(bad));
     let mut idx = pb::index_client::IndexClient::new(c.channel(0).await.unwrap());
-    let e = idx.list(pb::ListEntriesRequest { filter: None, limit: 10 }).await.unwrap_err();
+    let e = idx.list(pb::ListEntriesRequest { filter: None, limit: 10, ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), bad);
 
     // Still serving after all that.

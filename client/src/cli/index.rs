@@ -57,6 +57,9 @@ pub struct ListArgs {
     host: Option<String>,
     #[arg(long)]
     tag: Option<String>,
+    /// Zone of --tag (tags are per zone).
+    #[arg(long, default_value = "")]
+    zone: String,
     /// Most entries to return.
     #[arg(long, default_value_t = 1000)]
     limit: u32,
@@ -69,6 +72,9 @@ pub struct CountArgs {
     host: Option<String>,
     #[arg(long)]
     tag: Option<String>,
+    /// Zone of --tag (tags are per zone).
+    #[arg(long, default_value = "")]
+    zone: String,
 }
 
 pub async fn run(client: &Client, cmd: IndexCmd, json: bool) -> anyhow::Result<ExitCode> {
@@ -77,10 +83,10 @@ pub async fn run(client: &Client, cmd: IndexCmd, json: bool) -> anyhow::Result<E
         IndexCmd::Get { key } => get(client, &key, json).await,
         IndexCmd::List(args) => {
             let Some(f) = filter(args.host, args.tag) else { anyhow::bail!("give --host or --tag") };
-            print_entries(client.index_list(f, args.limit).await?, json)
+            print_entries(client.index_list_in(&args.zone, f, args.limit).await?, json)
         }
         IndexCmd::Count(args) => {
-            let count = client.index_count(filter(args.host, args.tag)).await?;
+            let count = client.index_count_in(&args.zone, filter(args.host, args.tag)).await?;
             if json {
                 print_json(&serde_json::json!({ "count": count }))?;
             } else {

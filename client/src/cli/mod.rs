@@ -1,5 +1,6 @@
 //! Command-line arguments and dispatch of `purgectl`.
 
+mod audit;
 mod bench;
 mod index;
 mod output;
@@ -23,6 +24,10 @@ pub struct Args {
     /// Bearer token sent with every call.
     #[arg(long, global = true, env = "PURGECAST_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate (PEM) an https:// endpoint is verified against
+    /// (default: the public web roots).
+    #[arg(long, global = true, env = "PURGECAST_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -43,23 +48,24 @@ enum Command {
     Index(index::IndexCmd),
     /// Measure purge completion latency across a cluster.
     Bench(bench::BenchArgs),
+    /// Who purged what: accepted purges from the node's purge log.
+    Audit(audit::AuditArgs),
 }
 
 /// Runs the command; `Ok` carries the exit code (non-zero for
 /// "did not complete in time", which is a result, not an error).
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Args { endpoint, token, json, command } = args;
+    let Args { endpoint, token, ca_file, json, command } = args;
+    let ca = ca_file.as_deref().map(read_file).transpose()?;
+    let connect = || async { anyhow::Ok(Client::connect_with(&endpoint, token.clone(), ca.as_deref()).await?) };
     match command {
-        Command::Bench(b) => bench::run(b, &endpoint, token, json).await,
-        Command::Purge(p) => purge::purge(&connect(&endpoint, token).await?, p, json).await,
-        Command::Status(s) => purge::status(&connect(&endpoint, token).await?, s, json).await,
-        Command::Members => purge::members(&connect(&endpoint, token).await?, json).await,
-        Command::Index(cmd) => index::run(&connect(&endpoint, token).await?, cmd, json).await,
+        Command::Bench(b) => bench::run(b, &endpoint, token.clone(), json).await,
+        Command::Purge(p) => purge::purge(&connect().await?, p, json).await,
+        Command::Status(s) => purge::status(&connect().await?, s, json).await,
+        Command::Members => purge::members(&connect().await?, json).await,
+        Command::Index(cmd) => index::run(&connect().await?, cmd, json).await,
+        Command::Audit(a) => audit::run(&connect().await?, a, json).await,
     }
-}
-
-async fn connect(endpoint: &str, token: Option<String>) -> anyhow::Result<Client> {
-    Ok(Client::connect(endpoint, token).await?)
 }
 
 /// Reads a file with its name in the error.

@@ -29,9 +29,14 @@ pub struct PurgeArgs {
     /// Surrogate key / cache tag; repeatable.
     #[arg(long)]
     pub tag: Vec<String>,
-    /// Every entry on every node.
+    /// Every entry of the zone (every entry on every node where there are
+    /// no zones, or with an admin token and no --zone).
     #[arg(long)]
     pub everything: bool,
+    /// Zone the purge is confined to; optional when the hosts or the token
+    /// name exactly one.
+    #[arg(long, default_value = "")]
+    pub zone: String,
     /// Mark entries stale instead of deleting them.
     #[arg(long)]
     pub soft: bool,
@@ -83,7 +88,7 @@ pub async fn purge(client: &Client, args: PurgeArgs, json: bool) -> anyhow::Resu
         bail!("give at least one of --url, --host, --prefix, --tag, --everything");
     }
     let mode = if args.soft { PurgeMode::Soft } else { PurgeMode::Hard };
-    let resp = client.purge(selectors.build(), mode).await?;
+    let resp = client.purge_in(&args.zone, selectors.build(), mode).await?;
     let mut out = PurgeJson {
         id: resp.id.clone(),
         members_total: resp.members_total,
