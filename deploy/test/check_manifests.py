@@ -157,6 +157,10 @@ def check_k8s(binary, tmp):
             check(vol["configMap"]["name"] == cm["metadata"]["name"], f"volume {name}: unknown ConfigMap")
             for key, text in cm["data"].items():
                 (d / key).write_text(text)
+        elif "secret" in vol and vol["secret"].get("optional"):
+            # The operator's own Secret (the tenants file): absent here, as
+            # on a cluster that has none; the pod starts without it.
+            check(m.get("readOnly", False), f"volume {name}: an optional Secret must be mounted read-only")
         elif "secret" in vol:
             check(vol["secret"]["secretName"] == secret_doc["metadata"]["name"], f"volume {name}: not the generated Secret")
             for key, b64 in secret_doc["data"].items():
@@ -201,6 +205,10 @@ def check_k8s(binary, tmp):
         edge = cfg.get("edge", {})
         check(port_of(edge.get("listen", ":0")) == ports["http"]["containerPort"]
               and host_of(edge.get("listen", "")) == "0.0.0.0", f"{pod_name}: edge.listen is not container port http on all interfaces")
+        http_api = cfg.get("http_api", {})
+        check(port_of(http_api.get("listen", ":0")) == ports["purge-http"]["containerPort"]
+              and host_of(http_api.get("listen", "")) == "0.0.0.0",
+              f"{pod_name}: http_api.listen is not container port purge-http on all interfaces")
         origin_svc, _, origin_port = edge.get("default_origin", "").partition(":")
         svc, kind = services.get(origin_svc, ({}, None))
         check(kind == "Deployment" and any(p["port"] == int(origin_port or 0) for p in svc["spec"]["ports"]),
@@ -264,7 +272,9 @@ def check_compose(binary):
         check(all(p.startswith("127.0.0.1:") for p in s["ports"]), f"compose {n}: publishes beyond loopback")
         edge = cfg.get("edge", {})
         check(host_of(edge.get("listen", "")) == "0.0.0.0", f"compose {n}: the edge must listen on all interfaces")
-        check(published == {port_of(cfg["listen_api"]), port_of(cfg["listen_metrics"]), port_of(edge.get("listen", ":0"))},
+        http_api = cfg.get("http_api", {}).get("listen", ":0")
+        check(published == {port_of(cfg["listen_api"]), port_of(cfg["listen_metrics"]), port_of(edge.get("listen", ":0")),
+                             port_of(http_api)},
               f"compose {n}: ports")
         # The default origin is a service of this file, listening where the edge looks.
         origin, _, origin_port = edge.get("default_origin", "").partition(":")

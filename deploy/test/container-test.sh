@@ -11,7 +11,9 @@
 #      and purges survived, and the cluster still purges 5/5;
 #   5. the HTTP edges in front of the demo origin: a miss then a hit on each
 #      node (Cache-Status), a purge by tag through node-2, then a miss on
-#      every node.
+#      every node;
+#   6. the Cloudflare-shaped HTTP purge API of node-4 (curl): a purge by URL,
+#      then a miss on every edge.
 # Everything the test created is removed at the end, also on failure.
 #
 #   deploy/test/container-test.sh [--profile debug|release]
@@ -215,6 +217,24 @@ for i in "${NODES[@]}"; do
   is_miss "$s" || fail "node-$i's edge still serves the purged object: Cache-Status '$s'"
 done
 log "step 5: miss, hit, then after the purge (5/5 in $(json "$out" 'd["completion_ms"]') ms) a miss on every edge"
+
+# ------------------------------------------------------------------ 6. HTTP API
+log "step 6: a purge by URL through node-4's Cloudflare-shaped HTTP API"
+obj="/edge/api.css"
+for i in "${NODES[@]}"; do
+  cache_status "$i" "$obj" >/dev/null
+  s="$(cache_status "$i" "$obj")"
+  is_hit "$s" || fail "node-$i's edge did not cache $obj: Cache-Status '$s'"
+done
+body='{"files":["http://shop.example/edge/api.css"]}'
+out="$(timeout 20 curl -sS -X POST "http://127.0.0.1:$(http_api_port 4)/client/v4/zones/default/purge_cache" \
+  -H 'content-type: application/json' -d "$body")" || fail "HTTP API purge: $out"
+[ "$(json "$out" 'd["success"]')" = True ] || fail "HTTP API purge refused: $out"
+purge_id="$(json "$out" 'd["result"]["id"]')"
+for i in "${NODES[@]}"; do
+  wait_until "node-$i's edge misses $obj" 30 edge_misses "$i" "$obj"
+done
+log "step 6: purge $purge_id accepted over HTTP; every edge misses"
 
 # ------------------------------------------------------------------ teardown
 teardown

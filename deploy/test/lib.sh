@@ -6,14 +6,14 @@
 now_ms() { date +%s%3N; }
 
 # Node i's published ports. Defaults are the compose file's (710i, 730i,
-# 740i); another base is taken when something on the host already listens
+# 740i, 750i); another base is taken when something on the host already listens
 # there.
 pick_ports() {
   local base busy i off
   for base in 7100 27100 37100; do
     busy=0
     for i in "${NODES[@]}"; do
-      for off in 0 200 300; do
+      for off in 0 200 300 400; do
         if (exec 3<>"/dev/tcp/127.0.0.1/$((base + off + i))") 2>/dev/null; then busy=1; fi
       done
       [ "$busy" = 0 ] || break
@@ -21,7 +21,7 @@ pick_ports() {
     if [ "$busy" = 0 ]; then
       for i in "${NODES[@]}"; do
         export "PURGECAST_API_PORT_$i=$((base + i))" "PURGECAST_METRICS_PORT_$i=$((base + 200 + i))" \
-          "PURGECAST_EDGE_PORT_$i=$((base + 300 + i))"
+          "PURGECAST_EDGE_PORT_$i=$((base + 300 + i))" "PURGECAST_HTTP_API_PORT_$i=$((base + 400 + i))"
       done
       log "published ports: gRPC 127.0.0.1:$((base + 1))-$((base + 5)), metrics 127.0.0.1:$((base + 201))-$((base + 205))," \
         "edge 127.0.0.1:$((base + 301))-$((base + 305))"
@@ -34,6 +34,7 @@ pick_ports() {
 api_port() { local v="PURGECAST_API_PORT_$1"; echo "${!v}"; }
 metrics_port() { local v="PURGECAST_METRICS_PORT_$1"; echo "${!v}"; }
 edge_port() { local v="PURGECAST_EDGE_PORT_$1"; echo "${!v}"; }
+http_api_port() { local v="PURGECAST_HTTP_API_PORT_$1"; echo "${!v}"; }
 
 # purgectl against a published gRPC port.
 pc() {
@@ -92,6 +93,8 @@ cache_status() {
 }
 is_miss() { [[ "$1" == *fwd=miss* ]]; }
 is_hit() { [[ "$1" == *hit* && "$1" != *fwd=* ]]; }
+# edge_misses NODE PATH: the next GET of PATH through NODE's edge is a miss.
+edge_misses() { is_miss "$(cache_status "$1" "$2")"; }
 # Until a node has caught up after a start, its edge answers every request
 # from the origin (forced misses).
 edge_caught_up() {

@@ -100,6 +100,9 @@ pub struct Opts {
     pub tenants_file: Option<PathBuf>,
     /// Give every node the HTTP purge API (`[http_api]`) on a port of its own.
     pub http_api: bool,
+    /// Serve the gRPC API (and the HTTP API, when on) over TLS with the
+    /// node's certificate; clients verify it against the cluster CA.
+    pub api_tls: bool,
 }
 
 impl Default for Opts {
@@ -126,6 +129,7 @@ impl Default for Opts {
             node_extra: Vec::new(),
             tenants_file: None,
             http_api: false,
+            api_tls: false,
         }
     }
 }
@@ -141,6 +145,8 @@ pub struct Node {
     pub http_api: SocketAddr,
     pub dir: PathBuf,
     pub config: PathBuf,
+    /// The CA its API's certificate is checked against, when it speaks TLS.
+    pub api_ca: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -158,12 +164,14 @@ impl Node {
             http_api: SocketAddr::from(([127, 0, 0, 1], free_tcp()?)),
             config: dir.join("config.toml"),
             dir,
+            api_ca: None,
             child: None,
         })
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.api)
+        let scheme = if self.api_ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.api)
     }
 
     pub fn log(&self) -> String {
@@ -228,7 +236,9 @@ impl Cluster {
         make_certs(&certs, &names)?;
         let mut nodes = Vec::new();
         for name in &names {
-            nodes.push(Node::new(dir.path(), name)?);
+            let mut node = Node::new(dir.path(), name)?;
+            node.api_ca = opts.api_tls.then(|| certs.join("ca.pem"));
+            nodes.push(node);
         }
         let seeds: Vec<SocketAddr> = nodes.iter().take(2).map(|n| n.peer).collect();
         for (i, node) in nodes.iter().enumerate() {
@@ -305,7 +315,12 @@ impl Cluster {
 
     /// The client `purgectl` uses, with the cluster's token.
     pub async fn client(&self, i: usize) -> Result<Client> {
-        Ok(Client::connect(&self.nodes[i].endpoint(), self.opts.tokens.first().cloned()).await?)
+        let ca = match &self.nodes[i].api_ca {
+            Some(path) => Some(std::fs::read_to_string(path)?),
+            None => None,
+        };
+        let token = self.opts.tokens.first().cloned();
+        Ok(Client::connect_with(&self.nodes[i].endpoint(), token, ca.as_deref()).await?)
     }
 
     /// Puts the same entries on every node.
@@ -375,8 +390,17 @@ pub fn config_text(node: &Node, certs: &Path, seeds: &[SocketAddr], opts: &Opts,
         None => String::new(),
     };
     let tenants = opts.tenants_file.as_ref().map_or(String::new(), |f| format!("tenants_file = \"{}\"\n", f.display()));
-    let http_api =
-        if opts.http_api { format!("\n[http_api]\nlisten = \"{}\"\n", node.http_api) } else { String::new() };
+    let (cert, key) = (certs.join(format!("{}.pem", node.name)), certs.join(format!("{}-key.pem", node.name)));
+    let http_tls = if opts.api_tls {
+        format!("tls_cert = \"{}\"\ntls_key = \"{}\"\n", cert.display(), key.display())
+    } else {
+        String::new()
+    };
+    let mut http_api =
+        if opts.http_api { format!("\n[http_api]\nlisten = \"{}\"\n{http_tls}", node.http_api) } else { String::new() };
+    if opts.api_tls {
+        http_api.push_str(&format!("\n[api_tls]\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), key.display()));
+    }
     format!(
         "name = \"{name}\"\nlisten_peer = \"{peer}\"\nlisten_api = \"{api}\"\nlisten_metrics = \"{metrics}\"\n\
          data_dir = \"{data}\"\nseeds = [{seeds}]\npop = \"{pop}\"\nregion = \"{region}\"\napi_tokens = [{tokens}]\n{tenants}{wan}\

@@ -41,7 +41,8 @@ async fn each_class_of_bad_input_gets_invalid_argument() {
     expect(&c, purge_req(vec![tag("a b")]), bad, "tag").await;
     expect(&c, purge_req(vec![pb::Selector { kind: None }]), bad, "no kind").await;
     expect(&c, purge_req(vec![tag("ok"), url("nope")]), bad, "selector 1").await;
-    expect(&c, purge_req((0..300).map(|i| tag(&format!("t{i}"))).collect()), bad, "too many selectors").await;
+    expect(&c, purge_req((0..101).map(|i| tag(&format!("t{i}"))).collect()), bad, "too many tags").await;
+    expect(&c, purge_req((0..501).map(|i| url(&format!("https://a.example/{i}"))).collect()), bad, "too many").await;
     let mode = pb::PurgeRequest { selectors: vec![tag("x")], mode: 7, ..Default::default() };
     expect(&c, mode, bad, "mode").await;
 

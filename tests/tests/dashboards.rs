@@ -1,15 +1,18 @@
 //! deploy/monitoring's Grafana dashboard and Prometheus alert rules name
 //! only series a running node exports: every metric selector of every
 //! expression, label values included, is checked against the /metrics of a
-//! node that served through its edge and applied a purge.
+//! node that served through its edge, applied a purge, loaded a tenants
+//! file and refused a purge over its zone's rate limit.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use purgecast_proto::api as pb;
 use purgecast_tests::http::{self, Origin, Receiver};
 use purgecast_tests::metrics::scrape;
 use purgecast_tests::monitoring::{dashboard_exprs, problems, rule_exprs, Exposition};
+use purgecast_tests::tenants::{write, zone};
 use purgecast_tests::{tag, Cluster, Opts};
 
 fn monitoring_file(name: &str) -> Result<String> {
@@ -66,14 +69,28 @@ async fn every_series_the_dashboard_and_the_alerts_query_is_exported() -> Result
     // so the sink panels and alerts are checked against its series.
     let hook = Receiver::start(0).await?;
     let sink = format!("[[sink]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://{}/purge\"\n", hook.addr);
-    let opts = Opts { edge_origin: Some(origin.upstream()), node_extra: vec![(0, sink)], ..Opts::default() };
+    // A zone whose bucket holds one purge, so a second one is refused.
+    let dir = tempfile::tempdir()?;
+    let tenants = dir.path().join("tenants.toml");
+    write(&tenants, &zone("site", &["site.test"], Some((1, 1))))?;
+    let opts = Opts {
+        edge_origin: Some(origin.upstream()),
+        node_extra: vec![(0, sink)],
+        tenants_file: Some(tenants),
+        ..Opts::default()
+    };
     let c = Cluster::start(1, opts).await?;
     let edge = c.nodes[0].edge;
     let miss = http::get(edge, "site.test", "/dash/1?tags=dash", &[]).await?;
     assert!(miss.cache().contains("fwd=miss"), "{miss:?}");
     let hit = http::get(edge, "site.test", "/dash/1?tags=dash", &[]).await?;
     assert!(hit.is_hit(), "{hit:?}");
-    c.purge_and_wait(0, vec![tag("dash")], false).await?;
+    let client = c.client(0).await?;
+    let id = client.purge_in("site", vec![tag("dash")], pb::PurgeMode::Hard).await?.id;
+    // Right after: the bucket of one is empty for a second.
+    let limited = client.purge_in("site", vec![tag("dash")], pb::PurgeMode::Hard).await.unwrap_err();
+    assert_eq!(limited.code(), Some(tonic::Code::ResourceExhausted), "{limited}");
+    client.wait_complete(&id, Duration::from_secs(20), Duration::from_millis(20)).await?;
     let after = http::get(edge, "site.test", "/dash/1?tags=dash", &[]).await?;
     assert!(after.cache().contains("fwd=miss"), "{after:?}");
 

@@ -44,6 +44,8 @@ mod tests_durable;
 mod tests_objects;
 #[cfg(test)]
 mod tests_sinks;
+#[cfg(test)]
+mod tests_zones;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
