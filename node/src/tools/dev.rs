@@ -234,7 +234,11 @@ fn announce(args: &DevArgs, children: &[(NodeConfig, Child)], origin: Option<&st
         );
     }
     if let (Some(origin), Some(edge)) = (origin, file.nodes[0].edge.as_deref()) {
-        println!("edges cache origin {origin}; try: curl -si -H 'Host: demo.test' {edge}/products/1");
+        if args.tenants_file.is_some() {
+            println!("edges cache origin {origin} for the hosts of the tenants file's zones (others get 421)");
+        } else {
+            println!("edges cache origin {origin}; try: curl -si -H 'Host: demo.test' {edge}/products/1");
+        }
     }
     println!("cluster file: {}", path.display());
     println!("logs: {}/node-*/node.log", args.dir.display());

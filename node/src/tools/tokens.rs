@@ -10,8 +10,8 @@ use crate::tenants::{parse_time, tokens, Permission};
 
 #[derive(Subcommand)]
 pub enum TokensCmd {
-    /// Generate a token; prints it once, then the [[token]] section to add
-    /// to the tenants file.
+    /// Generate a token: prints it once on standard output, and the
+    /// [[token]] section to add to the tenants file on standard error.
     Create(CreateArgs),
     /// Print the hash of a token read from standard input.
     Hash,
@@ -65,12 +65,12 @@ pub fn section(args: &CreateArgs, hash: &str) -> anyhow::Result<String> {
 pub fn run(cmd: TokensCmd) -> anyhow::Result<()> {
     match cmd {
         TokensCmd::Create(args) => {
+            // The token on stdout, the section for the tenants file on
+            // stderr: `> token 2>> tenants.toml` files each where it goes.
             let token = tokens::generate(&args.id);
             let section = section(&args, &tokens::hash_string(&token))?;
-            eprintln!("# the token (shown once; give it to its user):");
             println!("{token}");
-            eprintln!("# add to the tenants file:");
-            eprint!("{section}");
+            eprint!("# made by `purgecast tokens create`; the token itself is stored nowhere\n{section}");
             Ok(())
         }
         TokensCmd::Hash => {
