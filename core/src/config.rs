@@ -76,6 +76,13 @@ pub struct Config {
     pub forget_dead_after: Duration,
     /// Membership updates piggybacked on each probe message.
     pub piggyback_max: usize,
+    /// Members that got a purge from their PoP's entry ack through it, in
+    /// batches, so an origin handles acks per PoP rather than per member
+    /// (`engine/relay.rs`).
+    pub ack_relay: bool,
+    /// How long an entry collects a purge's acks before relaying them.
+    #[serde(with = "human")]
+    pub ack_flush: Duration,
 }
 
 impl Default for Config {
@@ -108,6 +115,13 @@ impl Default for Config {
             // sides splits the cluster until a node restarts or rejoins.
             forget_dead_after: Duration::from_secs(24 * 3600),
             piggyback_max: 8,
+            // Simulated, 330 PoPs x 10, 100 purges/s through one origin: the
+            // origin's acks per purge fall from 3,134 to 473 and completion
+            // P50 from 6.4 s (an origin saturated by acks) to 141 ms.
+            ack_relay: true,
+            // A few intra-PoP round trips: most of a PoP's acks in one batch
+            // for little added completion time.
+            ack_flush: Duration::from_millis(2),
         }
     }
 }
@@ -130,6 +144,7 @@ impl Config {
             ("ae_interval", self.ae_interval.is_zero()),
             ("probe_interval", self.probe_interval.is_zero()),
             ("probe_timeout", self.probe_timeout.is_zero()),
+            ("ack_flush", self.ack_relay && self.ack_flush.is_zero()),
         ];
         for (key, zero) in positive {
             if zero {

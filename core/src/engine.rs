@@ -23,6 +23,7 @@ use crate::tracker::{PurgeStatus, Tracker};
 mod join;
 mod membership;
 mod output;
+mod relay;
 
 pub use join::JOIN_RETRY;
 pub use output::{ApplyTicket, Event, OriginateError, Output, Seed, Stats, Timer};
@@ -55,6 +56,8 @@ pub struct Engine {
     /// Applies handed out and not yet back: (stream, seq).
     unapplied: BTreeSet<(StreamId, u64)>,
     catch_up: CatchUp,
+    /// Acks relayed through PoP entries (`Config::ack_relay`).
+    relay: relay::Relay,
     stats: Stats,
 }
 
@@ -104,6 +107,7 @@ impl Engine {
             out: VecDeque::new(),
             unapplied: BTreeSet::new(),
             catch_up: CatchUp::Behind,
+            relay: relay::Relay::default(),
             stats: Stats::default(),
             rng,
             me,
@@ -228,6 +232,9 @@ impl Engine {
         if swim < next.1 {
             next = (Timer::Swim, swim);
         }
+        if let Some(t) = self.relay.next_due().filter(|t| *t < next.1) {
+            next = (Timer::AckRelay, t);
+        }
         next
     }
 
@@ -315,10 +322,14 @@ impl Engine {
                 self.caught_up(with);
             }
         }
+        let route = self.relay.take_route(id);
         if origin == self.me.id {
             self.record_apply(now, id, origin);
+        } else if self.cfg.ack_relay && self.relay.add(id, self.me.id, now, self.cfg.ack_flush) {
+            // I am an entry of my PoP for it: my ack goes with theirs.
         } else {
-            self.send(origin, Message::Applied { purge_id: id, node: self.me.id });
+            let to = route.filter(|_| self.cfg.ack_relay).unwrap_or(origin);
+            self.send(to, Message::Applied { purge_id: id, node: self.me.id });
         }
     }
 
@@ -342,10 +353,18 @@ impl Engine {
         match msg {
             Message::Push { purge, stage } => self.on_push(now, from, purge, stage),
             Message::Applied { purge_id, node } => {
-                if node == from {
-                    self.record_apply(now, purge_id, node);
-                } else {
+                if node != from {
                     self.reject(from, "applied", "acknowledges for another node".into());
+                } else if !(self.cfg.ack_relay && self.relay.add(purge_id, node, now, self.cfg.ack_flush)) {
+                    self.record_apply(now, purge_id, node);
+                }
+            }
+            Message::AppliedBy { purge_id, nodes } => {
+                if nodes.len() > relay::MAX_RELAYED {
+                    return self.reject(from, "applied_by", format!("{} members in one batch", nodes.len()));
+                }
+                for node in nodes {
+                    self.record_apply(now, purge_id, node);
                 }
             }
             Message::Digest { watermarks, reply } => {
@@ -401,6 +420,13 @@ impl Engine {
             return;
         }
         self.stats.received_new += 1;
+        if self.cfg.ack_relay {
+            match stage {
+                Stage::PopLocal => self.relay.ack_via(purge.id, from, now),
+                Stage::PopEntry => self.relay.covering(purge.id, purge.origin(), now),
+                Stage::Gossip | Stage::PopGossip => {}
+            }
+        }
         self.forward(&purge, stage, from);
         self.apply(purge);
     }
@@ -592,9 +618,19 @@ impl Engine {
             self.forget_dead(now);
             self.seen.prune(now, self.cfg.retention, self.cfg.retention_max_purges);
             self.tracker.prune(now, self.cfg.track_for, self.cfg.track_max);
+            self.relay.prune(now);
         }
         if now >= self.swim.next_timeout() {
             self.swim_tick(now);
+        }
+        for (purge_id, origin, nodes) in self.relay.due(now) {
+            if origin == self.me.id {
+                for node in nodes {
+                    self.record_apply(now, purge_id, node);
+                }
+            } else {
+                self.send(origin, Message::AppliedBy { purge_id, nodes });
+            }
         }
     }
 

@@ -48,6 +48,14 @@ pub enum Message {
         /// The node that applied it (must be the sender).
         node: NodeId,
     },
+    /// Acks of one purge relayed by an entry of the appliers' PoP (see
+    /// `Config::ack_relay`); sent to its origin.
+    AppliedBy {
+        /// The purge applied.
+        purge_id: PurgeId,
+        /// The members that applied it.
+        nodes: Vec<NodeId>,
+    },
     /// Anti-entropy summary: per stream, how far the sender is.
     Digest {
         /// The sender's watermarks, sorted by stream.
@@ -108,6 +116,7 @@ impl Message {
         match self {
             Message::Push { .. } => "push",
             Message::Applied { .. } => "applied",
+            Message::AppliedBy { .. } => "applied_by",
             Message::Digest { .. } => "digest",
             Message::Catchup { .. } => "catchup",
             Message::Join { .. } => "join",

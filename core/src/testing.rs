@@ -52,6 +52,8 @@ struct Node {
     holding: bool,
     /// Tickets of purges stored but not confirmed, oldest first.
     held: Vec<ApplyTicket>,
+    /// Messages handled, by kind ([`Message::kind`]).
+    received: BTreeMap<&'static str, u64>,
 }
 
 struct Envelope {
@@ -117,6 +119,7 @@ impl Net {
                 events: Vec::new(),
                 holding: false,
                 held: Vec::new(),
+                received: BTreeMap::new(),
             })
             .collect();
         let index = nodes.iter().enumerate().map(|(i, n)| (n.member.id, i)).collect();
@@ -240,6 +243,11 @@ impl Net {
         p
     }
 
+    /// Messages of `kind` ([`Message::kind`]) node `i` has handled.
+    pub fn received(&self, i: usize, kind: &str) -> u64 {
+        self.nodes[i].received.get(kind).copied().unwrap_or(0)
+    }
+
     /// Hands node `to` a message as if node `from` had sent it, now.
     pub fn inject(&mut self, to: usize, from: usize, msg: Message) {
         let from = self.nodes[from].member.id;
@@ -285,6 +293,7 @@ impl Net {
             let copies = if self.dup > 0.0 && self.rng.random_bool(self.dup) { 2 } else { 1 };
             let from = self.nodes[from].member.id;
             for _ in 0..copies {
+                *self.nodes[to].received.entry(msg.kind()).or_default() += 1;
                 self.nodes[to].engine.handle_message(self.now, from, msg.clone());
                 self.drain(to);
             }

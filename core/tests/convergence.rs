@@ -64,7 +64,9 @@ fn origin_learns_completion_from_acks() {
     let before = net.engine(0).status(p.id).unwrap();
     assert_eq!(before.expected, 8);
     assert_eq!(before.applied.len(), 1, "only the origin itself so far");
-    net.run_for(3 * ROUND, ROUND);
+    // Push to the PoP entry, on to its members, their acks to the entry,
+    // the entry's batch to the origin: four hops.
+    net.run_for(4 * ROUND, ROUND);
     let after = net.engine(0).status(p.id).unwrap();
     assert_eq!(after.applied.len(), 8);
     assert!(after.pending.is_empty());

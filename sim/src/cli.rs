@@ -113,6 +113,13 @@ pub struct Common {
     pub partition: Vec<Partition>,
     #[arg(long, default_value_t = 1000)]
     pub purges: usize,
+    /// Purges enter through this many machines in turn (0: any machine).
+    #[arg(long, default_value_t = 0)]
+    pub origins: usize,
+    /// Acks travel through PoP entries in batches (core `ack_relay`);
+    /// `--ack-relay false`: every member acks the origin directly.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub ack_relay: bool,
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     pub interval: Duration,
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
@@ -264,6 +271,7 @@ impl Common {
             probe_timeout: self.probe_timeout.unwrap_or(defaults.probe_timeout),
             suspect_timeout: self.suspect_timeout.unwrap_or(defaults.suspect_timeout),
             piggyback_max: self.piggyback_max.unwrap_or(defaults.piggyback_max),
+            ack_relay: self.ack_relay,
             ..defaults
         }
     }
@@ -289,6 +297,7 @@ impl Common {
             warmup: self.warmup,
             crashed: self.crashed,
             crash_during: self.crash_during,
+            origins: self.origins,
         }
     }
 

@@ -247,6 +247,8 @@ fn base_common(seed: u64, pops: usize, per_pop: usize) -> Common {
         crash_during: 0.0,
         partition: Vec::new(),
         purges: 1,
+        origins: 0,
+        ack_relay: true,
         interval: Duration::from_millis(10),
         warmup: Duration::from_secs(1),
         max_time: Duration::from_secs(120),
@@ -324,6 +326,8 @@ fn vary_config(common: &mut Common, seed: u64) {
     common.probe_timeout = Some(ms(&mut c, 100, probe.as_millis() as u64));
     common.suspect_timeout = Some(ms(&mut c, 500, 5000));
     common.piggyback_max = Some(c.random_range(1..=8));
+    // Drawn last: the draws above stay what they were for every seed.
+    common.ack_relay = c.random_bool(0.5);
 }
 
 /// Machines that crash and come back, among those up for the whole run

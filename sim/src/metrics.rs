@@ -86,6 +86,12 @@ pub struct Report {
     pub sim_end_ms: f64,
     pub retransmitted: u64,
     pub dropped: u64,
+    /// Messages per second the busiest machine handled, from the first
+    /// purge to the end of the run.
+    pub busiest_msgs_per_s: f64,
+    /// Acks (`applied`, `applied_by` messages) per accepted purge at the
+    /// machine that handled the most: an origin's ack load.
+    pub busiest_acks_per_purge: f64,
     pub invariants: Invariants,
 }
 
@@ -214,8 +220,20 @@ pub fn report(name: &str, topo: &Topology, wl: &Workload, net: &Net, heals: &[Du
         sim_end_ms: t.end.as_millis_f64(),
         retransmitted: t.retransmitted,
         dropped: t.dropped,
+        busiest_msgs_per_s: round3(busiest(&t.received) as f64 / window_s(wl, t)),
+        busiest_acks_per_purge: round3(busiest(&t.acks_received) as f64 / accepted.max(1) as f64),
         invariants: s.inv,
     }
+}
+
+fn busiest(counts: &[u64]) -> u64 {
+    counts.iter().copied().max().unwrap_or(0)
+}
+
+/// Seconds from the first purge to the end of the run.
+fn window_s(wl: &Workload, t: &Trace) -> f64 {
+    let first = wl.purges.first().map_or(0, |p| p.at.as_micros());
+    (t.end.as_micros().saturating_sub(first) as f64 / 1e6).max(1e-6)
 }
 
 fn heal_to_full(wl: &Workload, live: &[usize], t: &Trace, heal: Duration) -> Option<f64> {

@@ -11,6 +11,7 @@ use serde::Serialize;
 pub enum MsgKind {
     Push,
     Applied,
+    AppliedBy,
     Digest,
     Catchup,
     Join,
@@ -23,9 +24,10 @@ pub enum MsgKind {
 
 impl MsgKind {
     /// In declaration order, which is the order reports list kinds in.
-    pub const ALL: [MsgKind; 10] = [
+    pub const ALL: [MsgKind; 11] = [
         MsgKind::Push,
         MsgKind::Applied,
+        MsgKind::AppliedBy,
         MsgKind::Digest,
         MsgKind::Catchup,
         MsgKind::Join,
@@ -40,6 +42,7 @@ impl MsgKind {
         match msg {
             Message::Push { .. } => MsgKind::Push,
             Message::Applied { .. } => MsgKind::Applied,
+            Message::AppliedBy { .. } => MsgKind::AppliedBy,
             Message::Digest { .. } => MsgKind::Digest,
             Message::Catchup { .. } => MsgKind::Catchup,
             Message::Join { .. } => MsgKind::Join,
@@ -55,6 +58,7 @@ impl MsgKind {
         match self {
             MsgKind::Push => "push",
             MsgKind::Applied => "applied",
+            MsgKind::AppliedBy => "applied_by",
             MsgKind::Digest => "digest",
             MsgKind::Catchup => "catchup",
             MsgKind::Join => "join",
@@ -121,8 +125,8 @@ mod tests {
             }
         }
         let got: Vec<u64> = sent.iter().map(|(_, t)| t.msgs).collect();
-        assert_eq!(got, (1..=10).collect::<Vec<u64>>());
-        assert_eq!(sent.total(), Tally { msgs: 55, bytes: 550 });
+        assert_eq!(got, (1..=11).collect::<Vec<u64>>());
+        assert_eq!(sent.total(), Tally { msgs: 66, bytes: 660 });
         assert_eq!(format!("{:<9}|", MsgKind::PingAck), "ping_ack |");
     }
 
@@ -149,6 +153,7 @@ mod tests {
         let msgs = [
             Message::Push { purge: Arc::new(purge), stage: Stage::PopLocal },
             Message::Applied { purge_id: PurgeId(1), node: id },
+            Message::AppliedBy { purge_id: PurgeId(1), nodes: vec![id] },
             Message::Digest { watermarks: Vec::new(), reply: false },
             Message::Catchup { purges: Vec::new(), expired: Vec::new() },
             Message::Join { member: member.clone() },

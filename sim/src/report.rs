@@ -165,12 +165,14 @@ fn run_table(s: &mut String, reports: &[Report]) {
             r.heal_to_full_ms.iter().map(|h| h.map_or("never".to_string(), |ms| format!("{ms:.1} ms"))).collect();
         let _ = writeln!(
             s,
-            "{:<10} {:>10} events, end {:.1} ms, retx {}, dropped {}, applied twice {}, missing {}{}",
+            "{:<10} {:>10} events, end {:.1} ms, retx {}, dropped {}, busiest machine {:.0} msgs/s and {:.1} acks/purge, applied twice {}, missing {}{}",
             r.strategy,
             r.events,
             r.sim_end_ms,
             r.retransmitted,
             r.dropped,
+            r.busiest_msgs_per_s,
+            r.busiest_acks_per_purge,
             r.invariants.applied_twice,
             r.invariants.missing,
             if heals.is_empty() { String::new() } else { format!(", full delivery after heal: {}", heals.join(", ")) }

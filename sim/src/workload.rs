@@ -19,6 +19,9 @@ pub struct WorkloadParams {
     pub crashed: f64,
     /// Fraction of machines that crash during the purge window.
     pub crash_during: f64,
+    /// Purges enter through the first this many live machines, in turn
+    /// (one API region, one load balancer); 0 = a random live machine each.
+    pub origins: usize,
 }
 
 impl Default for WorkloadParams {
@@ -29,6 +32,7 @@ impl Default for WorkloadParams {
             warmup: Duration::from_secs(1),
             crashed: 0.05,
             crash_during: 0.0,
+            origins: 0,
         }
     }
 }
@@ -86,7 +90,14 @@ impl Workload {
         }
         let live: Vec<usize> = (0..machines).filter(|m| !crashed[*m] && crash_at[*m].is_none()).collect();
         let purges = (0..p.purges)
-            .map(|i| PurgeSpec { origin: live[rng.random_range(0..live.len())], at: start + p.interval * i as u32 })
+            .map(|i| {
+                let origin = if p.origins == 0 {
+                    live[rng.random_range(0..live.len())]
+                } else {
+                    live[i % p.origins.min(live.len())]
+                };
+                PurgeSpec { origin, at: start + p.interval * i as u32 }
+            })
             .collect();
         Workload { purges, crashed, crash_at, restart_at: vec![None; machines], bounces: Vec::new() }
     }

@@ -102,13 +102,17 @@ pub struct Trace {
     pub all_applied_at: Option<Time>,
     pub retransmitted: u64,
     pub dropped: u64,
+    /// Messages each machine handled, and acks (applied, applied_by) among
+    /// them, counted from the first purge.
+    pub received: Vec<u64>,
+    pub acks_received: Vec<u64>,
 }
 
 /// Messages ride in the queue itself: fetching them from a side slab cost
 /// a cache miss per delivery, more than moving a few more bytes per event.
 enum Ev<M> {
     Originate(u32),
-    Deliver { to: u32, from: u32, msg: M },
+    Deliver { to: u32, from: u32, kind: MsgKind, msg: M },
     Timer { m: u32 },
     Crash(u32),
     Restart(u32),
@@ -154,6 +158,8 @@ pub fn run<P: Protocol>(topo: &Topology, wl: &Workload, p: &RunParams, proto: &m
         trace: Trace {
             machines: n,
             purges,
+            received: vec![0; n],
+            acks_received: vec![0; n],
             applied_at: vec![u64::MAX; n * purges],
             apply_count: vec![0; n * purges],
             refused: vec![false; purges],
@@ -224,11 +230,17 @@ impl<P: Protocol> Driver<'_, P> {
                         self.missing -= self.wl.live_count();
                     }
                 }
-                Ev::Deliver { to, from, msg } => {
+                Ev::Deliver { to, from, kind, msg } => {
                     let (to, from) = (to as usize, from as usize);
                     let (pf, pt) = (self.topo.pop_of(from), self.topo.pop_of(to));
                     if self.mach[to].down || self.net.cut(at, pf, pt) {
                         continue;
+                    }
+                    if at >= self.count_from {
+                        self.trace.received[to] += 1;
+                        if matches!(kind, MsgKind::Applied | MsgKind::AppliedBy) {
+                            self.trace.acks_received[to] += 1;
+                        }
                     }
                     self.begin(to, at, self.p.proc);
                     self.proto.on_message(&mut self.io, to, from, msg);
@@ -282,7 +294,7 @@ impl<P: Protocol> Driver<'_, P> {
                 self.trace.sent.add(kind, bytes);
             }
             if let Some(delay) = self.net.transit(depart, from_pop, self.topo.pop_of(to)) {
-                self.push(Time(depart.as_micros() + delay), Ev::Deliver { to: to as u32, from: m as u32, msg });
+                self.push(Time(depart.as_micros() + delay), Ev::Deliver { to: to as u32, from: m as u32, kind, msg });
             }
         }
         self.io.sends = sends;

@@ -62,6 +62,7 @@ impl Plan {
             warmup: Duration::from_secs(1),
             crashed: 0.0,
             crash_during: 0.0,
+            origins: 0,
         };
         let workload = Workload::generate(topo.len(), &wp, params.seed);
         let net = Net::new(&topo, net_params(), params.seed);

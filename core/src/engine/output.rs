@@ -101,6 +101,9 @@ pub enum Timer {
     AntiEntropy,
     /// SWIM: next probe, probe deadline or suspicion expiry. Always armed.
     Swim,
+    /// A batch of relayed acks is due (armed while one waits; see
+    /// `Config::ack_relay`).
+    AckRelay,
 }
 
 /// Why [`Engine::originate`](super::Engine::originate) refused a purge.

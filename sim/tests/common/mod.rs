@@ -32,6 +32,7 @@ impl Small {
                 warmup: Duration::from_millis(500),
                 crashed: self.crashed,
                 crash_during: self.crash_during,
+                origins: 0,
             },
             run: RunParams {
                 net: NetParams { loss: self.loss, loss_model: self.loss_model, ..NetParams::default() },
