@@ -359,12 +359,16 @@ impl Engine {
                     self.record_apply(now, purge_id, node);
                 }
             }
-            Message::AppliedBy { purge_id, nodes } => {
-                if nodes.len() > relay::MAX_RELAYED {
-                    return self.reject(from, "applied_by", format!("{} members in one batch", nodes.len()));
+            Message::AppliedBy { acks } => {
+                let too_many = acks.len() > relay::MAX_RELAYED_PURGES
+                    || acks.iter().any(|(_, nodes)| nodes.len() > relay::MAX_RELAYED);
+                if too_many {
+                    return self.reject(from, "applied_by", "a batch larger than a relay sends".into());
                 }
-                for node in nodes {
-                    self.record_apply(now, purge_id, node);
+                for (purge_id, nodes) in acks {
+                    for node in nodes {
+                        self.record_apply(now, purge_id, node);
+                    }
                 }
             }
             Message::Digest { watermarks, reply } => {
@@ -623,13 +627,15 @@ impl Engine {
         if now >= self.swim.next_timeout() {
             self.swim_tick(now);
         }
-        for (purge_id, origin, nodes) in self.relay.due(now) {
+        for (origin, acks) in self.relay.due(now) {
             if origin == self.me.id {
-                for node in nodes {
-                    self.record_apply(now, purge_id, node);
+                for (purge_id, nodes) in acks {
+                    for node in nodes {
+                        self.record_apply(now, purge_id, node);
+                    }
                 }
             } else {
-                self.send(origin, Message::AppliedBy { purge_id, nodes });
+                self.send(origin, Message::AppliedBy { acks });
             }
         }
     }

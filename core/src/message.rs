@@ -48,13 +48,12 @@ pub enum Message {
         /// The node that applied it (must be the sender).
         node: NodeId,
     },
-    /// Acks of one purge relayed by an entry of the appliers' PoP (see
-    /// `Config::ack_relay`); sent to its origin.
+    /// Acks relayed by an entry of the appliers' PoP (see
+    /// `Config::ack_relay`): purges of the receiver, each with the members
+    /// that applied it.
     AppliedBy {
-        /// The purge applied.
-        purge_id: PurgeId,
-        /// The members that applied it.
-        nodes: Vec<NodeId>,
+        /// (purge, members that applied it).
+        acks: Vec<(PurgeId, Vec<NodeId>)>,
     },
     /// Anti-entropy summary: per stream, how far the sender is.
     Digest {

@@ -68,9 +68,14 @@ fn to_envelope(from: NodeId, msg: &Message) -> pb::Envelope {
         Message::Applied { purge_id, node } => {
             Body::Applied(pb::Applied { purge_id: purge_id.to_bytes().to_vec(), node: node.0 })
         }
-        Message::AppliedBy { purge_id, nodes } => Body::AppliedBy(pb::AppliedBy {
-            purge_id: purge_id.to_bytes().to_vec(),
-            nodes: nodes.iter().map(|n| n.0).collect(),
+        Message::AppliedBy { acks } => Body::AppliedBy(pb::AppliedBy {
+            acks: acks
+                .iter()
+                .map(|(id, nodes)| pb::PurgeAcks {
+                    purge_id: id.to_bytes().to_vec(),
+                    nodes: nodes.iter().map(|n| n.0).collect(),
+                })
+                .collect(),
         }),
         Message::Digest { watermarks, reply } => {
             Body::Digest(pb::Digest { watermarks: watermarks.iter().map(wm_to).collect(), reply: *reply })
@@ -109,8 +114,14 @@ fn from_body(body: pb::envelope::Body) -> Result<Message, WireError> {
             node: NodeId(a.node),
         },
         Body::AppliedBy(a) => Message::AppliedBy {
-            purge_id: PurgeId::from_slice(&a.purge_id).ok_or(WireError::BadId)?,
-            nodes: a.nodes.into_iter().map(NodeId).collect(),
+            acks: a
+                .acks
+                .into_iter()
+                .map(|p| {
+                    let id = PurgeId::from_slice(&p.purge_id).ok_or(WireError::BadId)?;
+                    Ok((id, p.nodes.into_iter().map(NodeId).collect()))
+                })
+                .collect::<Result<_, WireError>>()?,
         },
         Body::Digest(d) => Message::Digest { watermarks: d.watermarks.iter().map(wm_from).collect(), reply: d.reply },
         Body::Catchup(c) => Message::Catchup {
@@ -293,7 +304,7 @@ mod tests {
         let msgs = vec![
             Message::Push { purge: Arc::new(purge.clone()), stage: Stage::PopEntry },
             Message::Applied { purge_id: PurgeId(42), node: NodeId(1) },
-            Message::AppliedBy { purge_id: PurgeId(43), nodes: vec![NodeId(1), NodeId(2)] },
+            Message::AppliedBy { acks: vec![(PurgeId(43), vec![NodeId(1), NodeId(2)]), (PurgeId(44), vec![])] },
             Message::Digest { watermarks: vec![wm], reply: true },
             Message::Catchup { purges: vec![Arc::new(purge.clone())], expired: vec![wm] },
             Message::Join { member: member.clone() },

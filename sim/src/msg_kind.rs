@@ -153,7 +153,7 @@ mod tests {
         let msgs = [
             Message::Push { purge: Arc::new(purge), stage: Stage::PopLocal },
             Message::Applied { purge_id: PurgeId(1), node: id },
-            Message::AppliedBy { purge_id: PurgeId(1), nodes: vec![id] },
+            Message::AppliedBy { acks: vec![(PurgeId(1), vec![id])] },
             Message::Digest { watermarks: Vec::new(), reply: false },
             Message::Catchup { purges: Vec::new(), expired: Vec::new() },
             Message::Join { member: member.clone() },
