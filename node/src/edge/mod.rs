@@ -7,6 +7,7 @@
 //! - `eviction`: the size bound;
 //! - `tags`: tag headers;
 //! - `purge`: the `PURGE` method, through the API's front door;
+//! - `conn`: client connections with pingora's small write buffer;
 //! - `metrics`: the edge's Prometheus series.
 //!
 //! pingora's `Server` owns its process and runtimes, so the edge is
@@ -14,6 +15,7 @@
 //! node's own runtime.
 
 mod config;
+mod conn;
 mod eviction;
 mod metrics;
 mod proxy;
@@ -106,7 +108,7 @@ async fn accept_loop(listener: TcpListener, app: Arc<proxy::App>, mut shutdown: 
         let _ = tcp.set_nodelay(true);
         let (app, shutdown) = (app.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let mut stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(tcp));
+            let mut stream: Stream = Box::new(conn::Conn::new(tcp));
             // Keep-alive: pingora hands a reusable connection back.
             while let Some(next) = app.process_new(stream, &shutdown).await {
                 stream = next;
