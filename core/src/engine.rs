@@ -333,6 +333,14 @@ impl Engine {
         }
     }
 
+    fn record_acks(&mut self, now: Time, acks: Vec<relay::PurgeAcks>) {
+        for (purge_id, nodes) in acks {
+            for node in nodes {
+                self.record_apply(now, purge_id, node);
+            }
+        }
+    }
+
     fn record_apply(&mut self, now: Time, id: PurgeId, node: NodeId) {
         if let Some(after) = self.tracker.record(id, node, now, &self.members) {
             self.stats.completed += 1;
@@ -365,11 +373,27 @@ impl Engine {
                 if too_many {
                     return self.reject(from, "applied_by", "a batch larger than a relay sends".into());
                 }
-                for (purge_id, nodes) in acks {
-                    for node in nodes {
-                        self.record_apply(now, purge_id, node);
-                    }
+                // A relay speaks for its own PoP only, as `Applied` for its
+                // sender only: acks for anyone else are dropped.
+                let pop = self.members.get(from).map(|m| m.profile.location.pop.clone());
+                let members = &self.members;
+                let mut foreign = 0usize;
+                let acks: Vec<relay::PurgeAcks> = acks
+                    .into_iter()
+                    .map(|(id, nodes)| {
+                        let before = nodes.len();
+                        let kept: Vec<NodeId> = nodes
+                            .into_iter()
+                            .filter(|n| members.get(*n).map(|m| &m.profile.location.pop) == pop.as_ref())
+                            .collect();
+                        foreign += before - kept.len();
+                        (id, kept)
+                    })
+                    .collect();
+                if foreign > 0 {
+                    self.reject(from, "applied_by", format!("acknowledges for {foreign} members of another PoP"));
                 }
+                self.record_acks(now, acks);
             }
             Message::Digest { watermarks, reply } => {
                 self.credit_digest(now, from, &watermarks);
@@ -629,11 +653,7 @@ impl Engine {
         }
         for (origin, acks) in self.relay.due(now) {
             if origin == self.me.id {
-                for (purge_id, nodes) in acks {
-                    for node in nodes {
-                        self.record_apply(now, purge_id, node);
-                    }
-                }
+                self.record_acks(now, acks);
             } else {
                 self.send(origin, Message::AppliedBy { acks });
             }

@@ -19,10 +19,10 @@ fn config() -> ProptestConfig {
 fn valid_frame() -> Vec<u8> {
     let mut net = Net::new(vec![member(0, 0, 0), member(1, 0, 0)], Config::default(), 1);
     let sel = vec![
-        Selector::url("https://a.example/x?y").unwrap_or(Selector::Everything),
-        Selector::host("a.example").unwrap_or(Selector::Everything),
-        Selector::prefix("a.example/static/").unwrap_or(Selector::Everything),
-        Selector::tag("t").unwrap_or(Selector::Everything),
+        Selector::url("https://a.example/x?y").expect("valid"),
+        Selector::host("a.example").expect("valid"),
+        Selector::prefix("a.example/static/").expect("valid"),
+        Selector::tag("t").expect("valid"),
     ];
     let purge = net.originate(0, sel, Mode::Soft).ok();
     match purge {

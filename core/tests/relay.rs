@@ -97,3 +97,21 @@ fn an_entry_dying_with_its_batch_delays_completion_but_loses_no_member() {
     assert!(status.as_ref().is_some_and(|s| s.completed.is_some()), "{status:?}");
     assert_eq!(status.map(|s| s.applied.len()), Some(POPS * PER_POP));
 }
+
+#[test]
+fn a_relay_cannot_acknowledge_for_members_of_another_pop() {
+    let mut net = Net::new(members(), cfg(true), 11);
+    let purge = match net.originate(0, vec![Selector::tag("t").unwrap_or(Selector::Everything)], Mode::Hard) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    // Node 1 (PoP 1) claims node 2 (PoP 2) and itself applied it, before
+    // either has heard of the purge.
+    let (n1, n2) = (net.id(1), net.id(2));
+    net.inject(0, 1, purgecast_core::Message::AppliedBy { acks: vec![(purge.id, vec![n1, n2])] });
+    let applied: Vec<_> =
+        net.engine(0).status(purge.id).map(|s| s.applied.iter().map(|(n, _)| *n).collect()).unwrap_or_default();
+    assert!(applied.contains(&n1), "the relay's own PoP is taken");
+    assert!(!applied.contains(&n2), "an ack for another PoP's member was taken");
+    assert_eq!(net.engine(0).stats().rejected, 1);
+}

@@ -34,6 +34,8 @@ async fn grpc_and_http_apis_speak_tls_verified_against_a_ca_file() -> Result<()>
     // to a TLS port gets nowhere either.
     let untrusted = purgectl(&["--endpoint", &https, "members"])?;
     assert!(!untrusted.status.success(), "a certificate of an unknown CA was accepted");
+    let why = String::from_utf8_lossy(&untrusted.stderr).to_lowercase();
+    assert!(why.contains("certificate"), "refused for another reason: {why}");
     let plain = purgectl(&["--endpoint", &format!("http://{}", c.nodes[0].api), "members"])?;
     assert!(!plain.status.success(), "plain HTTP/2 reached a TLS API");
 

@@ -215,7 +215,7 @@ async fn fastly_routes_purge_keys_soft_and_all_and_the_edge_takes_purge_with_a_t
     r.gone_everywhere("shop.test", "/k2/x").await?;
     r.gone_everywhere("shop.test", "/k3/x").await?;
     r.warm("shop.test", "/k4/x").await?;
-    let keys: Vec<String> = std::iter::once("k4".to_string()).chain((0..200).map(|i| format!("many{i}"))).collect();
+    let keys: Vec<String> = std::iter::once("k4".to_string()).chain((0..255).map(|i| format!("many{i}"))).collect();
     let resp = post("/service/shop/purge".into()).json(&json!({ "surrogate_keys": keys })).send().await?;
     assert_eq!(resp.status(), StatusCode::OK, "256 keys fit one Fastly batch");
     r.gone_everywhere("shop.test", "/k4/x").await?;
@@ -264,7 +264,8 @@ async fn fastly_routes_purge_keys_soft_and_all_and_the_edge_takes_purge_with_a_t
     let other =
         http::request(r.c.nodes[0].edge, "PURGE", "shop.test", "/edge/1", &[("authorization", &bearer)]).await?;
     assert_eq!(other.status, 403, "{other:?}");
-    assert!(r.hit(1, "shop.test", "/edge/1").await?);
+    // Node 0 would have applied an accepted purge before answering.
+    assert!(r.hit(0, "shop.test", "/edge/1").await?);
     let purged = http::request(r.c.nodes[0].edge, "PURGE", "shop.test", "/edge/1", &[("fastly-key", &t)]).await?;
     assert_eq!(purged.status, 200, "{purged:?}");
     assert!(purged.text().contains("\"ok\""), "{purged:?}");

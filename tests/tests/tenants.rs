@@ -162,10 +162,17 @@ where
     Ok(())
 }
 
+/// Whether the node takes `secret` (a members call), or refuses it as
+/// unknown; any other failure is an error, not a refusal.
 async fn accepted(endpoint: String, secret: &str) -> bool {
-    match Client::connect(&endpoint, Some(secret.to_string())).await {
-        Ok(c) => c.members().await.is_ok(),
-        Err(_) => false,
+    let c = match Client::connect(&endpoint, Some(secret.to_string())).await {
+        Ok(c) => c,
+        Err(e) => panic!("cannot reach {endpoint}: {e}"),
+    };
+    match c.members().await {
+        Ok(_) => true,
+        Err(e) if e.code() == Some(tonic::Code::Unauthenticated) => false,
+        Err(e) => panic!("{endpoint}: {e}"),
     }
 }
 
@@ -220,13 +227,20 @@ async fn a_burst_over_the_zone_bucket_is_refused_with_retry_after_and_the_rest_a
     }
     let client = as_token(c, 0, &t).await?;
     // The raw service, to read the status's metadata.
-    let mut raw = pb::purger_client::PurgerClient::new(c.channel(0).await?);
+    let raw = pb::purger_client::PurgerClient::new(c.channel(0).await?);
     let (mut ok, mut limited) = (Vec::new(), 0);
+    let started = Instant::now();
+    // All six at once: the burst is what the bucket must cut.
+    let mut calls = Vec::new();
     for k in 0..6 {
         let sel = url(&format!("http://a.test/burst/{k}"));
         let mut req = tonic::Request::new(pb::PurgeRequest { selectors: vec![sel], ..Default::default() });
         req.metadata_mut().insert("authorization", format!("Bearer {}", t.secret).parse()?);
-        match raw.purge(req).await {
+        let mut raw = raw.clone();
+        calls.push((k, tokio::spawn(async move { raw.purge(req).await })));
+    }
+    for (k, call) in calls {
+        match call.await? {
             Ok(resp) => ok.push((k, resp.into_inner().id)),
             Err(s) if s.code() == tonic::Code::ResourceExhausted => {
                 let retry = s.metadata().get("retry-after").and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -236,7 +250,12 @@ async fn a_burst_over_the_zone_bucket_is_refused_with_retry_after_and_the_rest_a
             Err(e) => bail!("unexpected {e}"),
         }
     }
-    assert!(ok.len() >= 3 && limited >= 2, "accepted {ok:?}, limited {limited}");
+    // Three in the bucket, one more for each second the burst took; the
+    // rest refused.
+    let refills = started.elapsed().as_secs_f64().ceil() as usize;
+    assert!(ok.len() >= 3 && ok.len() <= 3 + refills, "accepted {ok:?} in {refills} s");
+    assert_eq!(ok.len() + limited, 6);
+    assert!(limited >= 1 || refills >= 3, "accepted {ok:?}, limited {limited}");
     for (k, id) in &ok {
         client.wait_complete(id, Duration::from_secs(20), Duration::from_millis(20)).await?;
         for i in 0..3 {
@@ -306,7 +325,8 @@ async fn the_audit_log_has_every_accepted_purge_once_and_no_secret_anywhere() ->
     let mine = mine["records"].as_array().cloned().unwrap_or_default();
     assert_eq!(mine.len(), 8);
     assert!(mine.iter().all(|r| r["zone"] == "b"));
-    assert!(audit(&c.nodes[1].endpoint(), &tb.secret, &["--zone", "a"]).is_err(), "b read a's audit");
+    let denied = audit(&c.nodes[1].endpoint(), &tb.secret, &["--zone", "a"]).expect_err("b read a's audit");
+    assert!(denied.to_string().contains("may not read zone"), "{denied}");
     let since = audit(&c.nodes[0].endpoint(), &ops.secret, &["--since", "2999-01-01T00:00:00Z"])?;
     assert_eq!(since["records"].as_array().map(Vec::len), Some(0));
 

@@ -92,13 +92,16 @@ impl Relay {
         self.batches.values().map(|b| b.due).min()
     }
 
-    /// Batches due at `now`: (origin, the acks for it).
+    /// Batches due at `now`: (origin, the acks for it), cut to what one
+    /// message may carry.
     pub fn due(&mut self, now: Time) -> Vec<(NodeId, Vec<PurgeAcks>)> {
         let origins: Vec<NodeId> = self.batches.iter().filter(|(_, b)| b.due <= now).map(|(o, _)| *o).collect();
         let mut out = Vec::with_capacity(origins.len());
         for origin in origins {
-            if let Some(b) = self.batches.remove(&origin) {
-                out.push((origin, b.acks));
+            let Some(b) = self.batches.remove(&origin) else { continue };
+            let mut acks = b.acks.into_iter().peekable();
+            while acks.peek().is_some() {
+                out.push((origin, acks.by_ref().take(MAX_RELAYED_PURGES).collect()));
             }
         }
         out
@@ -140,6 +143,20 @@ mod tests {
         assert_eq!(acks, vec![(PurgeId(10), vec![NodeId(5), NodeId(6)]), (PurgeId(11), vec![NodeId(5)])]);
         assert_eq!(r.due(t0 + FLUSH + Duration::from_millis(1)), vec![(o2, vec![(PurgeId(20), vec![NodeId(5)])])]);
         assert_eq!(r.next_due(), None);
+    }
+
+    #[test]
+    fn a_batch_past_the_message_limit_leaves_as_several_messages() {
+        let mut r = Relay::default();
+        let n = MAX_RELAYED_PURGES as u128 + 5;
+        for i in 0..n {
+            r.covering(PurgeId(i), NodeId(1), Time::ZERO);
+            assert!(r.add(PurgeId(i), NodeId(5), Time::ZERO, FLUSH));
+        }
+        let due = r.due(Time::ZERO);
+        let sizes: Vec<usize> = due.iter().map(|(_, acks)| acks.len()).collect();
+        assert_eq!(sizes, vec![MAX_RELAYED_PURGES, 5]);
+        assert!(due.iter().all(|(origin, _)| *origin == NodeId(1)));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use purgecast_core::{Member, Mode, PurgeId, PurgeStatus, Selector, Tenant};
 
 use crate::health::{Health, STORE};
 use crate::protocol::{Command, DriverError, Handle};
-use crate::tenants::{Identity, Permission, Refusal, Tenants, MAX_NAMED};
+use crate::tenants::{Identity, Permission, Refusal, Snapshot, Tenants, MAX_NAMED};
 
 /// A purge as any API asks for it, selectors already parsed.
 #[derive(Debug, Clone)]
@@ -65,7 +65,10 @@ fn driver_refusal(e: DriverError) -> Refusal {
 impl Front {
     /// Who presents `token`; refusals are counted.
     pub fn identify(&self, token: Option<&str>) -> Result<Identity, Refusal> {
-        let snap = self.tenants.snapshot();
+        self.identify_in(&self.tenants.snapshot(), token)
+    }
+
+    fn identify_in(&self, snap: &Snapshot, token: Option<&str>) -> Result<Identity, Refusal> {
         snap.authenticate(token, crate::tenants::now_secs()).map_err(|e| {
             let r = Refusal::Unauthenticated(e);
             self.tenants.refused("", &r);
@@ -73,10 +76,11 @@ impl Front {
         })
     }
 
-    /// Checks, limits and accepts a purge.
+    /// Checks, limits and accepts a purge. One snapshot of the tenants
+    /// file serves the whole check, so a reload cannot split it.
     pub async fn purge(&self, token: Option<&str>, call: PurgeCall) -> Result<Accepted, Refusal> {
-        let who = self.identify(token)?;
         let snap = self.tenants.snapshot();
+        let who = self.identify_in(&snap, token)?;
         let named = call.zone.as_deref().unwrap_or("");
         let zone = snap
             .authorize_purge(&who, call.zone.as_deref(), &call.selectors, call.max_named)

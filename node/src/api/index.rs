@@ -8,11 +8,18 @@ use tonic::{Request, Response, Status};
 use super::purge::{bearer, refusal_status};
 use super::{MAX_LIST, MAX_PUT};
 use crate::store::{Entry, EntryInput, Store, StoreError};
-use crate::tenants::{Identity, Permission, Refusal, Tenants};
+use crate::tenants::{Identity, Permission, Refusal, Snapshot, Tenants};
 
 pub struct IndexService {
     pub store: Arc<Store>,
     pub tenants: Arc<Tenants>,
+}
+
+/// [`IndexService::host_zone`] against a snapshot taken once per request.
+fn host_zone_in(snap: &Snapshot, who: &Identity, host: &str, p: Permission) -> Result<String, Status> {
+    let zone = snap.zone_of_host(host).map_err(refusal_status)?;
+    snap.authorize_zone(who, &zone, p).map_err(refusal_status)?;
+    Ok(zone)
 }
 
 impl IndexService {
@@ -27,10 +34,7 @@ impl IndexService {
 
     /// The zone of `host`, once `who` may use it with `p`.
     fn host_zone(&self, who: &Identity, host: &str, p: Permission) -> Result<String, Status> {
-        let snap = self.tenants.snapshot();
-        let zone = snap.zone_of_host(host).map_err(refusal_status)?;
-        snap.authorize_zone(who, &zone, p).map_err(refusal_status)?;
-        Ok(zone)
+        host_zone_in(&self.tenants.snapshot(), who, host, p)
     }
 
     /// The zone a tag query is about: named, or the token's only zone, or
@@ -114,11 +118,12 @@ impl Index for IndexService {
             return Err(Status::invalid_argument(format!("too many entries: {} (at most {MAX_PUT})", entries.len())));
         }
         let now = crate::clock::now_ms();
+        let snap = self.tenants.snapshot();
         let mut inputs = Vec::with_capacity(entries.len());
         for (i, e) in entries.into_iter().enumerate() {
             let key = purgecast_core::parse_url(&e.key)
                 .map_err(|err| Status::invalid_argument(format!("entry {i}: {err}")))?;
-            let zone = self.host_zone(&who, &key.host, Permission::IndexWrite)?;
+            let zone = host_zone_in(&snap, &who, &key.host, Permission::IndexWrite)?;
             inputs.push(EntryInput {
                 key: e.key,
                 tags: e.tags,

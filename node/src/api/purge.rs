@@ -23,15 +23,15 @@ pub(crate) fn bearer<T>(req: &Request<T>) -> Option<String> {
 
 pub(crate) fn refusal_status(r: Refusal) -> Status {
     let msg = r.to_string();
+    let retry = r.retry_after_secs();
     match r {
         Refusal::Unauthenticated(_) => Status::unauthenticated(msg),
         Refusal::Denied(_) => Status::permission_denied(msg),
         Refusal::Invalid(_) => Status::invalid_argument(msg),
         Refusal::UnknownZone(_) => Status::not_found(msg),
-        Refusal::Limited { retry_after, .. } => {
+        Refusal::Limited { .. } => {
             let mut s = Status::resource_exhausted(msg);
-            let secs = retry_after.as_secs().max(1).to_string();
-            if let Ok(v) = secs.parse() {
+            if let Some(Ok(v)) = retry.map(|secs| secs.to_string().parse()) {
                 s.metadata_mut().insert("retry-after", v);
             }
             s
@@ -184,20 +184,18 @@ impl Purger for PurgerService {
             return Err(refusal_status(Refusal::Denied(format!("token {} may not read the audit log", who.token_id))));
         }
         let store = self.store.clone();
-        let mut purges = tokio::task::spawn_blocking(move || store.applied_purges())
+        let since = req.since_ms;
+        let keep = move |p: &Purge| {
+            p.issued_at_ms >= since && zone.as_ref().is_none_or(|z| p.zone == *z) && may_read(&who, &p.zone)
+        };
+        let (purges, truncated) = tokio::task::spawn_blocking(move || store.newest_purges(keep, limit))
             .await
             .map_err(|e| Status::internal(format!("store task failed: {e}")))?
             .map_err(|e| Status::internal(e.to_string()))?;
-        purges.retain(|(p, _)| {
-            p.issued_at_ms >= req.since_ms && zone.as_ref().is_none_or(|z| p.zone == *z) && may_read(&who, &p.zone)
-        });
-        purges.sort_by_key(|(p, _)| std::cmp::Reverse((p.issued_at_ms, p.id)));
-        let truncated = purges.len() > limit;
-        purges.truncate(limit);
         let members = self.front.driver.call(|reply| crate::protocol::Command::Members { reply }).await;
         let members = members.unwrap_or_default();
         Ok(Response::new(pb::ListAuditResponse {
-            records: purges.iter().map(|(p, _)| audit_record(p, &members)).collect(),
+            records: purges.iter().map(|p| audit_record(p, &members)).collect(),
             truncated,
         }))
     }

@@ -50,16 +50,10 @@ fn refusal_status(r: &Refusal) -> u16 {
 /// Answers a PURGE request; always handles it (returns true).
 pub(super) async fn purge(front: &Front, session: &mut Session) -> Result<bool> {
     let token = token(session);
-    let who = match front.identify(token.as_deref()) {
-        Ok(who) if who.token_id != "-" => who,
-        Ok(_) => {
-            let msg = "PURGE at the edge needs a token, and this node has none configured";
-            return answer(session, 403, serde_json::json!({ "status": "error", "msg": msg }), None).await;
-        }
-        Err(r) => {
-            return answer(session, 401, serde_json::json!({ "status": "error", "msg": r.to_string() }), None).await
-        }
-    };
+    if front.tenants.snapshot().is_open() {
+        let msg = "PURGE at the edge needs a token, and this node has none configured";
+        return answer(session, 403, serde_json::json!({ "status": "error", "msg": msg }), None).await;
+    }
     let Some(url) = Edge::url_of(session.req_header()) else {
         let msg = "the request URL cannot be a cache key";
         return answer(session, 400, serde_json::json!({ "status": "error", "msg": msg }), None).await;
@@ -72,14 +66,11 @@ pub(super) async fn purge(front: &Front, session: &mut Session) -> Result<bool> 
         }
     };
     let call = PurgeCall::new(None, selectors, if soft { Mode::Soft } else { Mode::Hard });
-    tracing::debug!(token = %who.token_id, %url, soft, "PURGE at the edge");
+    tracing::debug!(%url, soft, "PURGE at the edge");
     match front.purge(token.as_deref(), call).await {
         Ok(a) => answer(session, 200, serde_json::json!({ "status": "ok", "id": a.id.to_string() }), None).await,
         Err(r) => {
-            let retry = match &r {
-                Refusal::Limited { retry_after, .. } => Some(retry_after.as_secs().max(1)),
-                _ => None,
-            };
+            let retry = r.retry_after_secs();
             let body = serde_json::json!({ "status": "error", "msg": r.to_string() });
             answer(session, refusal_status(&r), body, retry).await
         }

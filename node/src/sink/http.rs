@@ -40,7 +40,8 @@ pub async fn send(what: String, req: RequestBuilder, ok: impl Fn(StatusCode) -> 
     if ok(status) {
         return Ok(());
     }
-    let mut body = resp.text().await.unwrap_or_default();
-    body.truncate(300);
+    // The cache's own words, cut by characters: a byte cut could land
+    // inside one, and the text is whatever the cache sent.
+    let body: String = resp.text().await.unwrap_or_default().chars().take(300).collect();
     Err(SinkError::Refused { what, status, body: body.trim().to_string() })
 }

@@ -196,7 +196,13 @@ impl Worker {
                     self.idle(MAX_RETRY_WAIT).await;
                     continue;
                 }
-                Err(_) => return,
+                Err(e) => {
+                    // The store task panicked: this worker cannot go on,
+                    // and readiness says so rather than a silent stall.
+                    tracing::error!(sink = %self.name, error = %e, "sink worker stopped: backlog read task failed");
+                    self.failing.set(&self.name, Some(format!("worker stopped: {e}")));
+                    return;
+                }
             };
             if owed.is_empty() {
                 self.idle(Duration::from_secs(1)).await;

@@ -18,6 +18,31 @@ impl Store {
         Ok(out)
     }
 
+    /// The newest `limit` logged purges `keep` accepts, newest first, and
+    /// whether more matched: one pass over the log holding at most `limit`
+    /// purges (the audit log reads this on every call).
+    pub fn newest_purges(&self, keep: impl Fn(&Purge) -> bool, limit: usize) -> Result<(Vec<Purge>, bool)> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        // A min-heap on (accepted at, id): the oldest kept one goes first.
+        let mut heap: BinaryHeap<Reverse<(u64, purgecast_core::PurgeId, ByTime)>> = BinaryHeap::new();
+        let mut more = false;
+        self.for_each_row(self.cf(CF_PURGES)?, &Range::all(), u64::MAX, |_, v| {
+            let (p, _) = codec::decode_purge_record(v).map_err(corrupt("purge log record"))?;
+            if keep(&p) {
+                heap.push(Reverse((p.issued_at_ms, p.id, ByTime(p))));
+                if heap.len() > limit {
+                    heap.pop();
+                    more = true;
+                }
+            }
+            Ok(true)
+        })?;
+        let mut out: Vec<Purge> = heap.into_iter().map(|Reverse((_, _, ByTime(p)))| p).collect();
+        out.sort_by_key(|p| std::cmp::Reverse((p.issued_at_ms, p.id)));
+        Ok((out, more))
+    }
+
     /// Whether this very purge (same stream position and id) was applied.
     #[cfg(any(test, feature = "test-util"))]
     pub fn has_applied(&self, purge: &Purge) -> Result<bool> {
@@ -61,5 +86,29 @@ impl Store {
             self.db.compact_range_cf(purges, None::<&[u8]>, None::<&[u8]>);
         }
         Ok(pruned)
+    }
+}
+
+/// A purge carried through a heap ordered by the fields before it: it
+/// compares equal to every other, so only (time, id) decide.
+struct ByTime(Purge);
+
+impl PartialEq for ByTime {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ByTime {}
+
+impl PartialOrd for ByTime {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByTime {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
     }
 }

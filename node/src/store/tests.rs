@@ -297,3 +297,20 @@ fn malformed_selectors_match_nothing() {
     assert_eq!(out, ApplyOutcome::default());
     assert_eq!(s.count_all(), FIXTURE.len() as u64);
 }
+
+#[test]
+fn newest_purges_keeps_the_newest_matching_ones_in_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    for seq in 1..=6 {
+        let zone = if seq % 2 == 0 { "a" } else { "b" };
+        let p = Purge { zone: zone.into(), ..purge(seq, Mode::Hard, vec![Selector::Everything]) };
+        s.apply_purge(&p, seq).unwrap();
+    }
+    let (got, more) = s.newest_purges(|p| p.zone == "a", 2).unwrap();
+    assert_eq!(got.iter().map(|p| p.seq).collect::<Vec<_>>(), [6, 4]);
+    assert!(more, "a third match was left out");
+    let (got, more) = s.newest_purges(|p| p.zone == "b", 10).unwrap();
+    assert_eq!(got.iter().map(|p| p.seq).collect::<Vec<_>>(), [5, 3, 1]);
+    assert!(!more);
+}

@@ -80,6 +80,18 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// `Retry-After` in whole seconds for a rate-limited request: rounded
+    /// up, so a client that waits that long finds a token in the bucket,
+    /// and at least 1, because 0 invites a busy loop.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Refusal::Limited { retry_after, .. } => {
+                Some((retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1))
+            }
+            _ => None,
+        }
+    }
+
     /// Metric label.
     pub fn reason(&self) -> &'static str {
         match self {

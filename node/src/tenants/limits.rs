@@ -10,8 +10,6 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use super::zones::{DEFAULT_BURST, DEFAULT_RATE};
-
 type Bucket = (u32, u32, Arc<DefaultDirectRateLimiter>);
 
 #[derive(Default)]
@@ -36,11 +34,6 @@ impl Limits {
             b.2.clone()
         };
         limiter.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
-    }
-
-    /// The bucket used where there are no zones (one for the whole node).
-    pub fn take_default(&self) -> Result<(), Duration> {
-        self.take("", DEFAULT_RATE, DEFAULT_BURST)
     }
 
     /// Forgets the buckets of zones that no longer exist.

@@ -39,19 +39,20 @@ pub struct Snapshot {
     api_tokens: Vec<String>,
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl Snapshot {
+    /// No token anywhere: every caller is an operator.
+    pub fn is_open(&self) -> bool {
+        self.api_tokens.is_empty() && self.tenancy.as_ref().is_none_or(|t| t.tokens.is_empty())
+    }
+
     /// Who presents `token` (the bearer token, if any) at `now_secs`.
     pub fn authenticate(&self, token: Option<&str>, now_secs: u64) -> Result<Identity, AuthError> {
-        let file_tokens = self.tenancy.as_ref().map(|t| &t.tokens).filter(|t| !t.is_empty());
-        if self.api_tokens.is_empty() && file_tokens.is_none() {
+        if self.is_open() {
             return Ok(Identity::operator("-"));
         }
+        let file_tokens = self.tenancy.as_ref().map(|t| &t.tokens).filter(|t| !t.is_empty());
         let presented = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
-        if self.api_tokens.iter().any(|t| constant_time_eq(t.as_bytes(), presented.as_bytes())) {
+        if self.api_tokens.iter().any(|t| tokens::constant_time_eq(t.as_bytes(), presented.as_bytes())) {
             return Ok(Identity::operator("config"));
         }
         match file_tokens {
@@ -124,8 +125,9 @@ impl Tenants {
     /// Takes one purge request from `zone`'s bucket.
     pub fn take(&self, snap: &Snapshot, zone: &str) -> Result<(), Refusal> {
         let (rate, burst) = snap.limit_of(zone);
-        let taken = if zone.is_empty() { self.limits.take_default() } else { self.limits.take(zone, rate, burst) };
-        taken.map_err(|retry_after| Refusal::Limited { zone: zone.to_string(), retry_after })
+        self.limits
+            .take(zone, rate, burst)
+            .map_err(|retry_after| Refusal::Limited { zone: zone.to_string(), retry_after })
     }
 
     /// Counts a refusal by zone and reason.

@@ -314,7 +314,7 @@ async fn start_varnish(args: &DevArgs, i: usize, origin: &str, children: &mut Ve
     let vcl = dir.join("purgecast.vcl");
     std::fs::write(&vcl, VCL.replace("{{ORIGIN_HOST}}", host).replace("{{ORIGIN_PORT}}", origin_port))?;
     let log = std::fs::File::create(dir.join("varnish.log"))?;
-    let mut cmd = Command::new("varnishd");
+    let mut cmd = Command::new(varnishd());
     cmd.args(["-F", "-j", "none"]).arg("-n").arg(dir.join("work")).arg("-a").arg(format!("127.0.0.1:{port}"));
     cmd.arg("-f").arg(&vcl).args(["-s", "malloc,64m", "-T", "none"]);
     cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
@@ -353,6 +353,17 @@ async fn supervise(children: &mut [(NodeConfig, Child)], stop: &mut StopSignals)
             }
         }
     }
+}
+
+/// `varnishd` from PATH, else where Debian puts it (`/usr/sbin`, which a
+/// non-root user's PATH often lacks).
+fn varnishd() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|d| d.join("varnishd"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("varnishd"))
 }
 
 #[cfg(test)]

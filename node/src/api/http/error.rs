@@ -2,8 +2,6 @@
 //! it, and the HTTP status and headers each failure gets. The dialects
 //! differ only in the body they wrap the message in.
 
-use std::time::Duration;
-
 use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 
@@ -55,7 +53,7 @@ impl ApiError {
     /// `Retry-After` for a rate-limited request, in whole seconds.
     pub(crate) fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            ApiError::Refused(Refusal::Limited { retry_after, .. }) => Some(retry_secs(*retry_after)),
+            ApiError::Refused(r) => r.retry_after_secs(),
             _ => None,
         }
     }
@@ -94,12 +92,6 @@ impl ApiError {
     }
 }
 
-/// Rounded up, so a client that waits that long finds a token in the
-/// bucket; at least 1, because `Retry-After: 0` invites a busy loop.
-pub(crate) fn retry_secs(d: Duration) -> u64 {
-    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
-}
-
 /// User input echoed in a message, cut short.
 pub(crate) fn clip(s: &str) -> String {
     s.chars().take(120).collect()
@@ -107,6 +99,8 @@ pub(crate) fn clip(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::tenants::AuthError;
 
@@ -138,11 +132,10 @@ mod tests {
 
     #[test]
     fn retry_after_is_whole_seconds_rounded_up_and_at_least_one() {
-        assert_eq!(retry_secs(Duration::ZERO), 1);
-        assert_eq!(retry_secs(Duration::from_millis(1)), 1);
-        assert_eq!(retry_secs(Duration::from_millis(1000)), 1);
-        assert_eq!(retry_secs(Duration::from_millis(1001)), 2);
-        assert_eq!(retry_secs(Duration::from_millis(2500)), 3);
+        assert_eq!(limited(0).retry_after_secs(), Some(1));
+        assert_eq!(limited(1).retry_after_secs(), Some(1));
+        assert_eq!(limited(1000).retry_after_secs(), Some(1));
+        assert_eq!(limited(1001).retry_after_secs(), Some(2));
         assert_eq!(limited(2500).retry_after_secs(), Some(3));
         assert_eq!(ApiError::TooLarge.retry_after_secs(), None);
     }
