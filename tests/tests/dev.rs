@@ -13,15 +13,20 @@ use purgecast_tests::*;
 
 /// A base port whose gRPC (base+i), peer (base+1000+i, UDP) and metrics
 /// (base+2000+i) ports are all free now, for nodes 0..n.
+/// A base port whose every port `dev` takes is free: node i's gRPC, peer
+/// (UDP), metrics, edge and HTTP API at base+i, +1000+i, +2000+i, +3000+i,
+/// +6000+i, the demo origin at base+4000. All below 32768, where the
+/// kernel picks no outgoing connection's port.
 fn free_base(n: u16) -> u16 {
     let seed = u32::from(std::process::id() as u16);
     for k in 0..200u32 {
-        let base = 20_000 + ((seed * 7_919 + k * 1_237) % 30_000) as u16;
-        let free = (0..n).all(|i| {
-            TcpListener::bind(("127.0.0.1", base + i)).is_ok()
-                && UdpSocket::bind(("127.0.0.1", base + 1000 + i)).is_ok()
-                && TcpListener::bind(("127.0.0.1", base + 2000 + i)).is_ok()
-        });
+        let base = 20_000 + ((seed * 7_919 + k * 1_237) % 6_000) as u16;
+        let tcp = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        let free = tcp(base + 4000)
+            && (0..n).all(|i| {
+                UdpSocket::bind(("127.0.0.1", base + 1000 + i)).is_ok()
+                    && [0, 2000, 3000, 6000].iter().all(|off| tcp(base + off + i))
+            });
         if free {
             return base;
         }
