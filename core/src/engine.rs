@@ -20,6 +20,7 @@ use crate::targets::Targets;
 use crate::time::Time;
 use crate::tracker::{PurgeStatus, Tracker};
 
+mod acks;
 mod join;
 mod membership;
 mod output;
@@ -56,7 +57,7 @@ pub struct Engine {
     /// Applies handed out and not yet back: (stream, seq).
     unapplied: BTreeSet<(StreamId, u64)>,
     catch_up: CatchUp,
-    /// Acks relayed through PoP entries (`Config::ack_relay`).
+    /// Acks relayed through one member per PoP (`Config::ack_relay`).
     relay: relay::Relay,
     stats: Stats,
 }
@@ -192,7 +193,7 @@ impl Engine {
     /// ticket comes back through [`Engine::applied`].
     pub fn restore_unfinished(&mut self, now: Time, purge: Arc<Purge>) -> ApplyTicket {
         self.seen.insert(now, &purge);
-        self.ticket(&purge)
+        self.ticket(&purge, None)
     }
 
     /// Adds a member known from configuration, without announcing it.
@@ -293,27 +294,29 @@ impl Engine {
         self.tracker.start(purge.id, purge.seq, now, expected);
         self.stats.originated += 1;
         self.spread_from_origin(&shared);
-        self.apply(shared);
+        self.apply(shared, None);
         Ok(purge)
     }
 
-    fn apply(&mut self, purge: Arc<Purge>) {
-        let ticket = self.ticket(&purge);
+    /// `received`: when it came through the topology fanout, if it did.
+    fn apply(&mut self, purge: Arc<Purge>, received: Option<Time>) {
+        let ticket = self.ticket(&purge, received);
         self.out.push_back(Output::Apply { purge, ticket });
     }
 
     /// Issues the one ticket that acks `purge`; until it comes back the
     /// purge is unapplied, so digests to its origin stop below it.
-    fn ticket(&mut self, purge: &Purge) -> ApplyTicket {
+    fn ticket(&mut self, purge: &Purge, received: Option<Time>) -> ApplyTicket {
         self.unapplied.insert((purge.stream, purge.seq));
-        ApplyTicket { id: purge.id, origin: purge.origin(), stream: purge.stream, seq: purge.seq, node: self.me.id }
+        let (id, origin, stream, seq, node) = (purge.id, purge.origin(), purge.stream, purge.seq, self.me.id);
+        ApplyTicket { id, origin, stream, seq, received, node }
     }
 
     /// The driver has applied the purge of `ticket` to its index (durably):
     /// tell its origin.
     pub fn applied(&mut self, now: Time, ticket: ApplyTicket) {
         debug_assert_eq!(ticket.node, self.me.id, "a ticket from another engine");
-        let ApplyTicket { id, origin, stream, seq, .. } = ticket;
+        let ApplyTicket { id, origin, stream, seq, received, .. } = ticket;
         self.unapplied.remove(&(stream, seq));
         if let CatchUp::Applying { with, queued } = &mut self.catch_up {
             queued.remove(&(stream, seq));
@@ -322,22 +325,10 @@ impl Engine {
                 self.caught_up(with);
             }
         }
-        let route = self.relay.take_route(id);
         if origin == self.me.id {
             self.record_apply(now, id, origin);
-        } else if self.cfg.ack_relay && self.relay.add(id, self.me.id, now, self.cfg.ack_flush) {
-            // I am an entry of my PoP for it: my ack goes with theirs.
         } else {
-            let to = route.filter(|_| self.cfg.ack_relay).unwrap_or(origin);
-            self.send(to, Message::Applied { purge_id: id, node: self.me.id });
-        }
-    }
-
-    fn record_acks(&mut self, now: Time, acks: Vec<relay::PurgeAcks>) {
-        for (purge_id, nodes) in acks {
-            for node in nodes {
-                self.record_apply(now, purge_id, node);
-            }
+            self.ack(now, id, origin, received);
         }
     }
 
@@ -360,41 +351,8 @@ impl Engine {
         }
         match msg {
             Message::Push { purge, stage } => self.on_push(now, from, purge, stage),
-            Message::Applied { purge_id, node } => {
-                if node != from {
-                    self.reject(from, "applied", "acknowledges for another node".into());
-                } else if !(self.cfg.ack_relay && self.relay.add(purge_id, node, now, self.cfg.ack_flush)) {
-                    self.record_apply(now, purge_id, node);
-                }
-            }
-            Message::AppliedBy { acks } => {
-                let too_many = acks.len() > relay::MAX_RELAYED_PURGES
-                    || acks.iter().any(|(_, nodes)| nodes.len() > relay::MAX_RELAYED);
-                if too_many {
-                    return self.reject(from, "applied_by", "a batch larger than a relay sends".into());
-                }
-                // A relay speaks for its own PoP only, as `Applied` for its
-                // sender only: acks for anyone else are dropped.
-                let pop = self.members.get(from).map(|m| m.profile.location.pop.clone());
-                let members = &self.members;
-                let mut foreign = 0usize;
-                let acks: Vec<relay::PurgeAcks> = acks
-                    .into_iter()
-                    .map(|(id, nodes)| {
-                        let before = nodes.len();
-                        let kept: Vec<NodeId> = nodes
-                            .into_iter()
-                            .filter(|n| members.get(*n).map(|m| &m.profile.location.pop) == pop.as_ref())
-                            .collect();
-                        foreign += before - kept.len();
-                        (id, kept)
-                    })
-                    .collect();
-                if foreign > 0 {
-                    self.reject(from, "applied_by", format!("acknowledges for {foreign} members of another PoP"));
-                }
-                self.record_acks(now, acks);
-            }
+            Message::Applied { purge_id, node } => self.on_applied(now, from, purge_id, node),
+            Message::AppliedBy { acks } => self.on_applied_by(now, from, acks),
             Message::Digest { watermarks, reply } => {
                 self.credit_digest(now, from, &watermarks);
                 self.check_caught_up(from, &watermarks);
@@ -448,15 +406,16 @@ impl Engine {
             return;
         }
         self.stats.received_new += 1;
-        if self.cfg.ack_relay {
-            match stage {
-                Stage::PopLocal => self.relay.ack_via(purge.id, from, now),
-                Stage::PopEntry => self.relay.covering(purge.id, purge.origin(), now),
-                Stage::Gossip | Stage::PopGossip => {}
+        // Acks of purges spread by PoP go through the PoP's relay.
+        let received = match stage {
+            Stage::PopEntry | Stage::PopLocal | Stage::PopGossip => {
+                self.note_for_relay(now, &purge);
+                Some(now)
             }
-        }
+            Stage::Gossip => None,
+        };
         self.forward(&purge, stage, from);
-        self.apply(purge);
+        self.apply(purge, received);
     }
 
     fn forward(&mut self, purge: &Arc<Purge>, stage: Stage, from: NodeId) {
@@ -621,7 +580,11 @@ impl Engine {
             if self.seen.insert(now, &purge) {
                 self.stats.caught_up += 1;
                 learned += 1;
-                self.apply(purge);
+                // Members that got it pushed may ack it to me.
+                if self.cfg.strategy == Strategy::Topology {
+                    self.note_for_relay(now, &purge);
+                }
+                self.apply(purge, None);
             } else {
                 self.stats.duplicates += 1;
             }
@@ -646,18 +609,12 @@ impl Engine {
             self.forget_dead(now);
             self.seen.prune(now, self.cfg.retention, self.cfg.retention_max_purges);
             self.tracker.prune(now, self.cfg.track_for, self.cfg.track_max);
-            self.relay.prune(now);
+            self.relay.prune(now, self.cfg.ack_spacing);
         }
         if now >= self.swim.next_timeout() {
             self.swim_tick(now);
         }
-        for (origin, acks) in self.relay.due(now) {
-            if origin == self.me.id {
-                self.record_acks(now, acks);
-            } else {
-                self.send(origin, Message::AppliedBy { acks });
-            }
-        }
+        self.flush_acks(now);
     }
 
     fn anti_entropy_round(&mut self) {

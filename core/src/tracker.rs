@@ -447,8 +447,10 @@ mod repair {
         let st = origin.status(purge.id).unwrap();
         assert_eq!(st.pending, vec![k.id], "a digest must not credit a queued apply: {st:?}");
 
-        // Once durable, k acks and the purge completes.
+        // Once durable, k acks (its own acks to an origin of its PoP go in
+        // batches, `ack_flush` after the first) and the purge completes.
         node.applied(Time::ZERO, ticket);
+        node.handle_timeout(Time::ZERO + Config::default().ack_flush);
         for out in drain(&mut node) {
             if let Output::Send { msg, .. } = out {
                 origin.handle_message(Time::ZERO, k.id, msg);

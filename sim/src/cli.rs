@@ -120,6 +120,10 @@ pub struct Common {
     /// `--ack-relay false`: every member acks the origin directly.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub ack_relay: bool,
+    /// Least time between two ack batches from one relay to one origin
+    /// (core `ack_spacing`; default: the core's).
+    #[arg(long, value_parser = parse_duration)]
+    pub ack_spacing: Option<Duration>,
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     pub interval: Duration,
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
@@ -272,6 +276,7 @@ impl Common {
             suspect_timeout: self.suspect_timeout.unwrap_or(defaults.suspect_timeout),
             piggyback_max: self.piggyback_max.unwrap_or(defaults.piggyback_max),
             ack_relay: self.ack_relay,
+            ack_spacing: self.ack_spacing.unwrap_or(defaults.ack_spacing),
             ..defaults
         }
     }

@@ -88,6 +88,8 @@ pub struct Engines {
     /// re-encoding every copy.
     push_len: FastMap<PushKey, usize>,
     pub counters: EngineCounters,
+    /// Per purge completed at its origin: accept -> complete, in us.
+    pub origin_completion: Vec<u64>,
 }
 
 impl Engines {
@@ -125,6 +127,7 @@ impl Engines {
             by_purge: FastMap::default(),
             push_len: FastMap::default(),
             counters: EngineCounters::default(),
+            origin_completion: Vec::new(),
         }
     }
 
@@ -185,7 +188,10 @@ impl Engines {
                 Output::Flush { .. } => self.counters.flushes += 1,
                 Output::Event(Event::Rejected { .. }) => self.counters.rejected += 1,
                 Output::Event(Event::MemberDown { .. }) => self.counters.member_down += 1,
-                Output::Event(Event::PurgeComplete { .. }) => self.counters.completed += 1,
+                Output::Event(Event::PurgeComplete { after, .. }) => {
+                    self.counters.completed += 1;
+                    self.origin_completion.push(after.as_micros() as u64);
+                }
                 Output::Event(Event::MemberUp(_) | Event::MemberRestarted(_) | Event::CaughtUp { .. }) => {}
             }
         }

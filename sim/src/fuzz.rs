@@ -249,6 +249,7 @@ fn base_common(seed: u64, pops: usize, per_pop: usize) -> Common {
         purges: 1,
         origins: 0,
         ack_relay: true,
+        ack_spacing: None,
         interval: Duration::from_millis(10),
         warmup: Duration::from_secs(1),
         max_time: Duration::from_secs(120),
@@ -328,6 +329,10 @@ fn vary_config(common: &mut Common, seed: u64) {
     common.piggyback_max = Some(c.random_range(1..=8));
     // Drawn last: the draws above stay what they were for every seed.
     common.ack_relay = c.random_bool(0.5);
+    // Zero half the time (batches after `ack_flush` alone), else up to
+    // what the drawn anti-entropy period allows (`Config::validate`).
+    let room = common.ae_interval.map_or(0, |ae| ae.as_millis() as u64).saturating_sub(2);
+    common.ack_spacing = Some(if c.random_bool(0.5) { Duration::ZERO } else { ms(&mut c, 1, room.clamp(1, 100)) });
 }
 
 /// Machines that crash and come back, among those up for the whole run

@@ -92,7 +92,18 @@ pub struct Report {
     /// Acks (`applied`, `applied_by` messages) per accepted purge at the
     /// machine that handled the most: an origin's ack load.
     pub busiest_acks_per_purge: f64,
+    /// What the busiest machine handled, by kind, per second.
+    pub busiest_by_kind: Vec<KindRate>,
+    /// Engines only: per purge, accept -> its origin holds every ack (or
+    /// has the missing members dead), as `Engine::status` reports it.
+    pub origin_completion: Option<Dist>,
     pub invariants: Invariants,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KindRate {
+    pub kind: MsgKind,
+    pub msgs_per_s: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -222,12 +233,27 @@ pub fn report(name: &str, topo: &Topology, wl: &Workload, net: &Net, heals: &[Du
         dropped: t.dropped,
         busiest_msgs_per_s: round3(busiest(&t.received) as f64 / window_s(wl, t)),
         busiest_acks_per_purge: round3(busiest(&t.acks_received) as f64 / accepted.max(1) as f64),
+        busiest_by_kind: busiest_by_kind(t, window_s(wl, t)),
+        origin_completion: None,
         invariants: s.inv,
     }
 }
 
 fn busiest(counts: &[u64]) -> u64 {
     counts.iter().copied().max().unwrap_or(0)
+}
+
+/// The kinds the machine that handled the most messages handled (the
+/// first such machine).
+fn busiest_by_kind(t: &Trace, secs: f64) -> Vec<KindRate> {
+    let top = busiest(&t.received);
+    let Some(m) = t.received.iter().position(|c| *c == top) else { return Vec::new() };
+    MsgKind::ALL
+        .iter()
+        .zip(t.received_kinds[m])
+        .filter(|(_, c)| *c > 0)
+        .map(|(kind, c)| KindRate { kind: *kind, msgs_per_s: round3(c as f64 / secs) })
+        .collect()
 }
 
 /// Seconds from the first purge to the end of the run.

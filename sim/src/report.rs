@@ -135,6 +135,15 @@ fn completion_table(s: &mut String, reports: &[Report]) {
             r.incomplete_purges
         );
     }
+    for r in reports {
+        if let Some(c) = &r.origin_completion {
+            let _ = writeln!(
+                s,
+                "{:<10} as its origin sees it (accept -> every ack): p50 {:.1}, p99 {:.1}, max {:.1} ms, {} purges",
+                r.strategy, c.p50, c.p99, c.max, c.n
+            );
+        }
+    }
 }
 
 fn cost_table(s: &mut String, reports: &[Report]) {
@@ -177,5 +186,7 @@ fn run_table(s: &mut String, reports: &[Report]) {
             r.invariants.missing,
             if heals.is_empty() { String::new() } else { format!(", full delivery after heal: {}", heals.join(", ")) }
         );
+        let kinds: Vec<String> = r.busiest_by_kind.iter().map(|k| format!("{} {:.0}", k.kind, k.msgs_per_s)).collect();
+        let _ = writeln!(s, "{:<10} busiest machine by kind (msgs/s): {}", "", kinds.join(", "));
     }
 }

@@ -9,7 +9,7 @@ use purgecast_core::{Config, Strategy as CoreStrategy};
 
 use crate::baseline::{Baseline, Kind};
 use crate::engines::{EngineCounters, Engines};
-use crate::metrics::{latency_samples, report, Report};
+use crate::metrics::{latency_samples, report, Dist, Report};
 use crate::net::Net;
 use crate::topology::{builtin_cities, Topology, TopologyError};
 use crate::workload::{Workload, WorkloadParams};
@@ -93,10 +93,11 @@ pub fn run_strategy(scn: &Scenario, wl: &Workload, s: Strategy) -> Outcome {
             let mut p = Engines::new(&scn.topo, wl, &cfg, scn.run.seed);
             let t = run(&scn.topo, wl, &scn.run, &mut p);
             let counters = p.counters.clone();
+            let origin_completion = Dist::of(&mut std::mem::take(&mut p.origin_completion));
             // Freeing millions of member records takes seconds; do it off
             // the critical path.
             std::thread::spawn(move || drop(p));
-            (t, Some(counters))
+            (t, Some((counters, origin_completion)))
         }
         Strategy::Direct | Strategy::Core | Strategy::Regional => {
             let kind = match s {
@@ -108,11 +109,9 @@ pub fn run_strategy(scn: &Scenario, wl: &Workload, s: Strategy) -> Outcome {
             (run(&scn.topo, wl, &scn.run, &mut p), None)
         }
     };
-    Outcome {
-        report: report(s.name(), &scn.topo, wl, &net, &heals, &trace),
-        samples: latency_samples(wl, &trace),
-        engine,
-    }
+    let mut report = report(s.name(), &scn.topo, wl, &net, &heals, &trace);
+    report.origin_completion = engine.as_ref().map(|(_, d)| d.clone());
+    Outcome { report, samples: latency_samples(wl, &trace), engine: engine.map(|(c, _)| c) }
 }
 
 impl Strategy {

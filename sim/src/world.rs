@@ -106,6 +106,8 @@ pub struct Trace {
     /// them, counted from the first purge.
     pub received: Vec<u64>,
     pub acks_received: Vec<u64>,
+    /// The same by kind ([`MsgKind::ALL`] order).
+    pub received_kinds: Vec<[u64; MsgKind::ALL.len()]>,
 }
 
 /// Messages ride in the queue itself: fetching them from a side slab cost
@@ -160,6 +162,7 @@ pub fn run<P: Protocol>(topo: &Topology, wl: &Workload, p: &RunParams, proto: &m
             purges,
             received: vec![0; n],
             acks_received: vec![0; n],
+            received_kinds: vec![[0; MsgKind::ALL.len()]; n],
             applied_at: vec![u64::MAX; n * purges],
             apply_count: vec![0; n * purges],
             refused: vec![false; purges],
@@ -238,6 +241,7 @@ impl<P: Protocol> Driver<'_, P> {
                     }
                     if at >= self.count_from {
                         self.trace.received[to] += 1;
+                        self.trace.received_kinds[to][kind as usize] += 1;
                         if matches!(kind, MsgKind::Applied | MsgKind::AppliedBy) {
                             self.trace.acks_received[to] += 1;
                         }

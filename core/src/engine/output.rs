@@ -9,6 +9,7 @@ use crate::id::{NodeId, PurgeId, StreamId};
 use crate::member::{Member, MemberState};
 use crate::message::Message;
 use crate::purge::{Purge, PurgeError};
+use crate::time::Time;
 
 /// Work for the driver, taken with [`Engine::poll_output`](super::Engine::poll_output).
 #[derive(Debug, PartialEq)]
@@ -64,6 +65,9 @@ pub struct ApplyTicket {
     /// origin stop below it.
     pub(super) stream: StreamId,
     pub(super) seq: u64,
+    /// When the purge came through the topology fanout, if it did: its
+    /// ack may then go through the PoP's relay (`Config::ack_relay`).
+    pub(super) received: Option<Time>,
     /// The engine that issued it (checked in debug builds).
     pub(super) node: NodeId,
 }
