@@ -44,6 +44,7 @@ fn describe() {
         "purgecast_purges_applied_total",
         "purgecast_entries_removed_total",
         "purgecast_entries_marked_stale_total",
+        "purgecast_purges_deferred_total",
     ] {
         metrics::counter!(name).increment(0);
     }
@@ -52,6 +53,7 @@ fn describe() {
         metrics::counter!("purgecast_peer_messages_rejected_total", "kind" => kind).increment(0);
     }
     metrics::gauge!("purgecast_apply_held").increment(0.0);
+    metrics::gauge!("purgecast_store_deferred_purges").increment(0.0);
 }
 
 pub async fn serve(addr: SocketAddr, handle: PrometheusHandle, health: Health) -> Result<(), MetricsError> {

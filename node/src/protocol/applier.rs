@@ -36,6 +36,12 @@ const FIRST_RETRY_WAIT: Duration = Duration::from_millis(100);
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 /// Entries the expiry sweep looks at per upkeep round (every 5 s).
 const EXPIRY_SCAN: u64 = 10_000;
+/// Index rows one slice of a deferred purge's sweep handles: a few ms of
+/// writes, so a purge arriving meanwhile waits little.
+const SWEEP_SLICE: usize = 1024;
+/// A sweep slice runs when the queue is empty, and at least this often
+/// under a steady stream of purges.
+const SWEEP_AT_LEAST_EVERY: Duration = Duration::from_millis(100);
 
 pub enum Job {
     /// The store syncs every batch (`StoreOptions::sync`), so a client gets
@@ -82,10 +88,13 @@ struct Worker {
 impl Worker {
     fn run(mut self, rx: std_mpsc::Receiver<Job>, retention: Duration, done: mpsc::UnboundedSender<Done>) {
         let mut last_upkeep = Instant::now();
+        let mut last_sweep = Instant::now();
         loop {
             let mut jobs = std::mem::take(&mut self.held);
+            let sweeping = self.store.deferred_purges() > 0;
             if jobs.is_empty() {
-                match rx.recv_timeout(Duration::from_secs(1)) {
+                let wait = if sweeping { Duration::ZERO } else { Duration::from_secs(1) };
+                match rx.recv_timeout(wait) {
                     Ok(job) => jobs.push(job),
                     Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                     Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
@@ -96,7 +105,8 @@ impl Worker {
                 }
                 self.retry_wait = (self.retry_wait * 2).min(MAX_RETRY_WAIT);
             }
-            if !jobs.is_empty() {
+            let idle = jobs.is_empty();
+            if !idle {
                 while jobs.len() < MAX_BATCH {
                     match rx.try_recv() {
                         Ok(j) => jobs.push(j),
@@ -107,6 +117,10 @@ impl Worker {
                 if done.send(report).is_err() {
                     return;
                 }
+            }
+            if sweeping && self.held.is_empty() && (idle || last_sweep.elapsed() >= SWEEP_AT_LEAST_EVERY) {
+                last_sweep = Instant::now();
+                self.sweep();
             }
             if self.held.is_empty() && last_upkeep.elapsed() >= Duration::from_secs(5) {
                 last_upkeep = Instant::now();
@@ -159,6 +173,24 @@ impl Worker {
         }
         self.retry_wait = FIRST_RETRY_WAIT;
         self.health.set_condition(STORE, Ok(()));
+    }
+
+    /// One slice of the oldest deferred purge's sweep. A failure is only
+    /// logged: the purge is in effect already (readers check it), and the
+    /// next slice tries again.
+    fn sweep(&mut self) {
+        match self.store.sweep_deferred(SWEEP_SLICE) {
+            Ok(out) => {
+                let counter =
+                    if out.soft { "purgecast_entries_marked_stale_total" } else { "purgecast_entries_removed_total" };
+                metrics::counter!(counter).increment(out.swept);
+                metrics::gauge!("purgecast_store_deferred_purges").set(out.remaining as f64);
+                if out.remaining == 0 {
+                    tracing::debug!("deferred purges swept");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "sweeping a deferred purge failed"),
+        }
     }
 
     fn upkeep(&mut self, retention: Duration) {
@@ -242,6 +274,11 @@ fn write_batch(store: &Store, batch: Vec<Pending>, done: &mut Done) -> Result<()
             metrics::counter!("purgecast_purges_applied_total").increment(batch.len() as u64);
             metrics::counter!("purgecast_entries_removed_total").increment(removed);
             metrics::counter!("purgecast_entries_marked_stale_total").increment(marked_stale);
+            let deferred = outcomes.iter().filter(|o| o.deferred).count() as u64;
+            if deferred > 0 {
+                metrics::counter!("purgecast_purges_deferred_total").increment(deferred);
+                metrics::gauge!("purgecast_store_deferred_purges").set(store.deferred_purges() as f64);
+            }
             done.applied.extend(batch.into_iter().map(|(_, ticket)| ticket));
             Ok(())
         }

@@ -9,6 +9,7 @@ use purgecast_core::{Mode, Purge, Selector};
 use rocksdb::WriteBatch;
 
 use super::codec::{self, Range};
+use super::deferred::{self, Deferred};
 use super::entries::delete_entry;
 use super::objects::Dropped;
 use super::scan::Cfs;
@@ -25,6 +26,9 @@ pub struct ApplyOutcome {
     /// Entries that were fresh and are now stale (soft purges). Entries
     /// already stale are matched but not counted again.
     pub marked_stale: u64,
+    /// Too large to apply inline: in effect now, its entries are counted
+    /// by the sweep ([`Store::sweep_deferred`]) instead.
+    pub deferred: bool,
 }
 
 /// A hard purge removing fewer entries than this leaves its tombstones to
@@ -50,6 +54,8 @@ struct Builder<'s> {
     /// The purge sequence after the purges added so far.
     seq: u64,
     applied: Vec<(u64, Purge)>,
+    /// Purges of this batch left to the sweep (see `deferred.rs`).
+    deferred: Vec<Deferred>,
 }
 
 /// Per-purge bookkeeping.
@@ -80,6 +86,7 @@ impl<'s> Builder<'s> {
             dropped: Dropped::default(),
             seq: store.purge_seq(),
             applied: Vec::new(),
+            deferred: Vec::new(),
         })
     }
 
@@ -194,6 +201,8 @@ impl<'s> Builder<'s> {
             }
             self.wiped = true;
             self.overlay.clear();
+            self.deferred.clear();
+            self.store.delete_deferred_records(&mut self.batch, &self.cfs);
             return Ok(());
         }
         if self.wiped {
@@ -211,12 +220,41 @@ impl<'s> Builder<'s> {
         })
     }
 
+    /// Whether `purge` matches more entries than the store applies inline;
+    /// counts index rows up to that bound, so the answer costs at most
+    /// `defer_over` keys read.
+    fn should_defer(&self, purge: &Purge, selectors: &[Selector]) -> Result<bool> {
+        if self.wiped {
+            return Ok(false);
+        }
+        let bound = self.store.opts.defer_over;
+        let mut seen = 0u64;
+        for sel in selectors {
+            let (cf, range) = match sel {
+                Selector::Url(_) => continue,
+                // A hard purge of everything is three range deletions.
+                Selector::Everything if purge.zone.is_empty() && purge.mode == Mode::Hard => continue,
+                Selector::Everything if purge.zone.is_empty() => (CF_ENTRIES, Range::all()),
+                Selector::Everything => (CF_BY_TAG, Range::tag(&codec::zone_marker(&purge.zone))),
+                Selector::Host(h) => (CF_BY_HOST, Range::host(h)),
+                Selector::Prefix { host, path_prefix } => (CF_BY_HOST, Range::host_path(host, path_prefix)),
+                Selector::Tag(t) => (CF_BY_TAG, Range::tag(&codec::zoned_tag(&purge.zone, t))),
+            };
+            seen += self.store.count_rows(cf, &range, bound.saturating_sub(seen).saturating_add(1))?;
+            if seen > bound {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn apply(&mut self, purge: &Purge, applied_at_ms: u64) -> Result<ApplyOutcome> {
         let everything = [Selector::Everything];
         // Everything subsumes the other selectors of its purge.
         let selectors =
             if purge.selectors.contains(&Selector::Everything) { &everything[..] } else { &purge.selectors[..] };
         let several_soft = purge.mode == Mode::Soft && selectors.len() > 1;
+        let defer = self.should_defer(purge, selectors)?;
         let mut run = Run {
             purge,
             out: ApplyOutcome::default(),
@@ -226,6 +264,8 @@ impl<'s> Builder<'s> {
         };
         for sel in selectors {
             match sel {
+                // The sweep takes the rest; URLs are cheap to do now.
+                _ if defer && !matches!(sel, Selector::Url(_)) => {}
                 Selector::Url(u) => {
                     let key = u.as_bytes().to_vec();
                     let e = if self.wiped || self.overlay.contains_key(&key) {
@@ -258,6 +298,11 @@ impl<'s> Builder<'s> {
         }
         let record = codec::encode_purge_record(purge, applied_at_ms);
         self.seq += 1;
+        if defer {
+            self.batch.put_cf(self.cfs.meta, deferred::deferred_key(self.seq), &record);
+            self.deferred.push(Deferred { seq: self.seq, purge: purge.clone() });
+            run.out.deferred = true;
+        }
         for sink in &self.store.opts.sinks {
             self.batch.put_cf(self.cfs.sinks, sinks::sink_key(sink, self.seq), &record);
         }
@@ -269,7 +314,7 @@ impl<'s> Builder<'s> {
     /// Writes the batch; returns the purges with their sequence numbers for
     /// the race check, which the caller records before it lets go of the
     /// writer lock.
-    fn commit(mut self) -> Result<Vec<(u64, Purge)>> {
+    fn commit(mut self, w: &mut Writer) -> Result<Vec<(u64, Purge)>> {
         self.batch.put_cf(self.cfs.meta, META_COUNT, codec::encode_u64(self.count));
         self.batch.put_cf(self.cfs.meta, META_PURGE_SEQ, codec::encode_u64(self.seq));
         let store = self.store;
@@ -277,11 +322,13 @@ impl<'s> Builder<'s> {
         store.count.store(self.count, Ordering::Release);
         if self.wiped {
             store.forget_all_objects();
+            store.clear_deferred(w);
         } else {
             store.forget_objects(&self.dropped);
         }
         store.purge_seq.store(self.seq, Ordering::Release);
         store.mark_dirty(self.dirty);
+        store.add_deferred(self.deferred);
         Ok(self.applied)
     }
 }
@@ -309,7 +356,7 @@ impl Store {
             outcomes.push(b.apply(purge, at)?);
         }
         if !outcomes.is_empty() {
-            for (seq, purge) in b.commit()? {
+            for (seq, purge) in b.commit(&mut w)? {
                 w.recent.push(seq, purge);
             }
         }

@@ -66,6 +66,10 @@ struct EntryRecord {
     stale_since_ms: u64,
     #[prost(string, tag = "9")]
     zone: String,
+    /// Absent (0) in entries written before deferred purges existed: any
+    /// deferred purge reaches them, as it should.
+    #[prost(uint64, tag = "10")]
+    stored_seq: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -102,6 +106,7 @@ pub(crate) fn encode_entry(e: &Entry) -> Vec<u8> {
         stale: e.stale,
         stale_since_ms: e.stale_since_ms,
         zone: e.zone.clone(),
+        stored_seq: e.stored_seq,
     })
 }
 
@@ -119,6 +124,7 @@ pub(crate) fn decode_entry(key: &[u8], value: &[u8]) -> Result<Entry, CodecError
         stale: r.stale,
         stale_since_ms: r.stale_since_ms,
         zone: r.zone,
+        stored_seq: r.stored_seq,
     })
 }
 
@@ -349,6 +355,7 @@ mod tests {
             stale: true,
             stale_since_ms: 7,
             zone: "shop".into(),
+            stored_seq: 42,
         }
     }
 

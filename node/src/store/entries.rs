@@ -63,6 +63,7 @@ fn normalise(index: usize, input: &EntryInput) -> Result<Entry> {
         stale: false,
         stale_since_ms: 0,
         zone: input.zone.clone(),
+        stored_seq: 0,
     })
 }
 
@@ -119,10 +120,12 @@ impl Store {
         let old = self.fetch_entries(&keys)?;
         let mut count = self.count_all();
         let mut batch = WriteBatch::default();
-        for (new, old) in fresh.values().zip(old) {
+        let seq = self.purge_seq();
+        for (new, old) in fresh.values_mut().zip(old) {
             if old.is_none() {
                 count += 1;
             }
+            new.stored_seq = seq;
             put_entry(&mut batch, &cfs, new, old.as_ref());
         }
         batch.put_cf(cfs.meta, META_COUNT, codec::encode_u64(count));
@@ -140,7 +143,7 @@ impl Store {
     /// As [`Store::get`], with the current time given.
     pub fn get_at(&self, key: &str, now_ms: u64) -> Result<Option<Entry>> {
         let ck = parse_url(key).map_err(StoreError::BadQuery)?;
-        Ok(self.fetch_entry(ck.key.as_bytes())?.filter(|e| !e.is_expired(now_ms)))
+        Ok(self.fetch_entry(ck.key.as_bytes())?.filter(|e| !e.is_expired(now_ms)).and_then(|e| self.as_read(e)))
     }
 
     /// Up to `limit` entries of a host, in path order.
@@ -156,22 +159,78 @@ impl Store {
         self.list(self.cf(CF_BY_TAG)?, &Range::tag(&codec::zoned_tag(zone, tag)), limit, 1)
     }
 
+    /// Up to `limit` entries of the index rows in `range`, as readers see
+    /// them. While deferred purges are being swept some rows name entries
+    /// already purged, so it reads on until it has `limit` or the range ends.
     fn list(&self, cf: &rocksdb::ColumnFamily, range: &Range, limit: usize, fields: usize) -> Result<Vec<Entry>> {
-        let limit = u64::try_from(limit).unwrap_or(u64::MAX);
-        let keys = self.scan_keys(cf, range, limit, fields)?;
-        // A row whose entry vanished can only be a racing purge between the
-        // two reads; skip it rather than fail the listing.
-        Ok(self.fetch_entries(&keys)?.into_iter().flatten().collect())
+        let mut out = Vec::new();
+        self.each_visible(cf, range, limit, fields, |e| out.push(e))?;
+        Ok(out)
     }
 
+    /// Calls `f` with up to `limit` entries of the rows in `range`, read in
+    /// slices so a count of a million rows does not hold them all.
+    fn each_visible(
+        &self,
+        cf: &rocksdb::ColumnFamily,
+        range: &Range,
+        limit: usize,
+        fields: usize,
+        mut f: impl FnMut(Entry),
+    ) -> Result<()> {
+        const SLICE: usize = 4096;
+        let mut seen = 0usize;
+        let mut from = range.clone();
+        // Rows hidden by a deferred purge do not count toward the limit:
+        // each further pass reads twice as many, so a small listing over a
+        // run of purged rows takes a few passes, not one per row.
+        let mut pass = 1usize;
+        while seen < limit {
+            let want = (limit - seen).max(pass).min(SLICE) as u64;
+            pass = pass.saturating_mul(2);
+            let mut last = None;
+            let mut keys = Vec::new();
+            self.for_each_row(cf, &from, want, |row, _| {
+                keys.push(codec::row_entry_key(row, fields).map_err(corrupt("index row"))?.to_vec());
+                last = Some(row.to_vec());
+                Ok(true)
+            })?;
+            let exhausted = (keys.len() as u64) < want;
+            // A row whose entry vanished can only be a racing purge between
+            // the two reads; skip it rather than fail the listing.
+            for e in self.fetch_entries(&keys)?.into_iter().flatten().filter_map(|e| self.as_read(e)) {
+                if seen < limit {
+                    seen += 1;
+                    f(e);
+                }
+            }
+            match last {
+                Some(row) if !exhausted => from.lower = [row.as_slice(), &[0]].concat(),
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Entries of a host. Counting keys only, unless deferred purges are
+    /// being swept: then each entry is read and judged as [`Store::get`] does.
     pub fn count_by_host(&self, host: &str) -> Result<u64> {
         let host = normalize_host(host).map_err(StoreError::BadQuery)?;
-        self.count_rows(CF_BY_HOST, &Range::host(&host), u64::MAX)
+        self.count_visible(CF_BY_HOST, &Range::host(&host), 2)
     }
 
     pub fn count_by_tag(&self, zone: &str, tag: &str) -> Result<u64> {
         Selector::tag(tag).map_err(StoreError::BadQuery)?;
-        self.count_rows(CF_BY_TAG, &Range::tag(&codec::zoned_tag(zone, tag)), u64::MAX)
+        self.count_visible(CF_BY_TAG, &Range::tag(&codec::zoned_tag(zone, tag)), 1)
+    }
+
+    fn count_visible(&self, cf_name: &'static str, range: &Range, fields: usize) -> Result<u64> {
+        if self.deferred_purges() == 0 {
+            return self.count_rows(cf_name, range, u64::MAX);
+        }
+        let mut n = 0u64;
+        self.each_visible(self.cf(cf_name)?, range, usize::MAX, fields, |_| n += 1)?;
+        Ok(n)
     }
 
     /// Exact row counts by full scans: a consistency check for tests and
@@ -204,6 +263,7 @@ impl Store {
                 batch.delete_range_cf(cf, &all.lower, &all.upper);
             }
             batch.put_cf(cfs.meta, META_COUNT, codec::encode_u64(0));
+            self.delete_deferred_records(&mut batch, &cfs);
             let seq = self.purge_seq() + 1;
             let flush = sinks::flush_purge();
             let record = codec::encode_purge_record(&flush, 0);
@@ -214,6 +274,7 @@ impl Store {
             self.db.write_opt(batch, &self.write_opts(self.opts.sync))?;
             self.count.store(0, Ordering::Release);
             self.forget_all_objects();
+            self.clear_deferred(&mut w);
             self.purge_seq.store(seq, Ordering::Release);
             w.recent.push(seq, flush);
             removed

@@ -27,6 +27,7 @@
 mod apply;
 mod codec;
 mod compact;
+mod deferred;
 mod entries;
 mod log;
 mod objects;
@@ -39,6 +40,8 @@ mod prop_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_deferred;
+#[cfg(test)]
 mod tests_durable;
 #[cfg(test)]
 mod tests_objects;
@@ -47,14 +50,15 @@ mod tests_sinks;
 #[cfg(test)]
 mod tests_zones;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use purgecast_core::SelectorError;
 use rocksdb::{ColumnFamily, WriteOptions, DB};
 
 pub use apply::ApplyOutcome;
 pub use codec::CodecError;
+pub use deferred::SweepOutcome;
 #[cfg(any(test, feature = "test-util"))]
 pub use entries::IndexStats;
 pub use entries::{EntryInput, MAX_TAGS};
@@ -124,11 +128,21 @@ pub struct StoreOptions {
     /// Names of the external caches (`[[sink]]`) every applied purge is
     /// owed to until each confirms it.
     pub sinks: Vec<String>,
+    /// A purge whose tag, host, prefix and zone selectors match more
+    /// entries than this is deferred: in effect at once, swept after (see
+    /// [`deferred`]).
+    pub defer_over: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { sync: true, block_cache_bytes: 64 << 20, write_buffer_bytes: 32 << 20, sinks: Vec::new() }
+        StoreOptions {
+            sync: true,
+            block_cache_bytes: 64 << 20,
+            write_buffer_bytes: 32 << 20,
+            sinks: Vec::new(),
+            defer_over: deferred::DEFER_OVER,
+        }
     }
 }
 
@@ -151,6 +165,9 @@ pub struct Entry {
     pub stale_since_ms: u64,
     /// The tenant zone of its host ("" = none): its tags are that zone's.
     pub zone: String,
+    /// [`Store::purge_seq`] when it was written: deferred purges applied
+    /// later do not reach it.
+    pub stored_seq: u64,
 }
 
 impl Entry {
@@ -166,6 +183,8 @@ struct Writer {
     expiry_cursor: Option<Vec<u8>>,
     /// Purges applied lately, for the fill/purge race check.
     recent: RecentPurges,
+    /// Where the sweep of the oldest deferred purge resumes.
+    sweep: deferred::SweepCursor,
 }
 
 pub struct Store {
@@ -181,6 +200,10 @@ pub struct Store {
     /// Stored objects and their body bytes (counted at open).
     objects: AtomicU64,
     object_bytes: AtomicU64,
+    /// Purges in effect whose sweep is not finished, oldest first (see
+    /// [`deferred`]); readers check rows against them.
+    deferred: RwLock<Arc<Vec<deferred::Deferred>>>,
+    deferred_len: AtomicUsize,
 }
 
 impl std::fmt::Debug for Store {

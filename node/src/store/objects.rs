@@ -25,6 +25,7 @@ use purgecast_core::{CacheKey, Purge, Selector};
 use rocksdb::WriteBatch;
 
 use super::codec::{self, Range};
+use super::deferred::Verdict;
 use super::entries::put_entry;
 use super::scan::Cfs;
 use super::*;
@@ -191,7 +192,24 @@ impl Store {
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_snapshot(&snap);
         let Some(v) = self.db.get_pinned_cf_opt(self.cf(CF_OBJECTS)?, id, &ro)? else { return Ok(None) };
-        let rec = codec::decode_object(&v).map_err(corrupt("object"))?;
+        let mut rec = codec::decode_object(&v).map_err(corrupt("object"))?;
+        if self.deferred_since(rec.stored_seq) {
+            // A deferred purge may reach it: its entry says how (zone, tags).
+            if let Some(v) = self.db.get_pinned_cf_opt(self.cf(CF_ENTRIES)?, rec.url.as_bytes(), &ro)? {
+                let e = codec::decode_entry(rec.url.as_bytes(), &v).map_err(corrupt("entry"))?;
+                let key = CacheKey { key: e.key, host: e.host, path: e.path };
+                match self.verdict(rec.stored_seq, &e.zone, &key, &e.tags) {
+                    Verdict::Untouched => {}
+                    Verdict::Purged => return Ok(None),
+                    Verdict::Stale(at) => {
+                        let at = at.max(1);
+                        if rec.stale_since_ms == 0 || rec.stale_since_ms > at {
+                            rec.stale_since_ms = at;
+                        }
+                    }
+                }
+            }
+        }
         let first = if rec.body_len == 0 {
             None
         } else {
@@ -209,7 +227,9 @@ impl Store {
 
     /// Stores a fetched object with its index entry, unless a purge applied
     /// since the fetch started matches it.
-    pub fn store_object(&self, fill: Fill) -> Result<FillOutcome> {
+    pub fn store_object(&self, mut fill: Fill) -> Result<FillOutcome> {
+        // What deferred purges judge the object by (see `deferred.rs`).
+        fill.record.stored_seq = fill.started_seq;
         let w = self.lock_writer();
         if w.recent.hits(fill.started_seq, &fill.zone, &fill.key, &fill.tags) {
             return Ok(FillOutcome::Raced);
@@ -217,6 +237,23 @@ impl Store {
         let cfs = self.cfs()?;
         let mut batch = WriteBatch::default();
         let old_entry = self.fetch_entry(fill.key.key.as_bytes())?;
+        // An entry a deferred hard purge already took is not merged into:
+        // its URL's other objects are dropped now rather than inherit the
+        // new entry's tags and come back to life.
+        let mut dropped = Dropped::default();
+        let mut merge_from = old_entry.clone();
+        if let Some(old) = &old_entry {
+            if self.as_read(old.clone()).is_none() {
+                merge_from = None;
+                for (id, rec) in self.objects_of(&cfs, &old.key)? {
+                    if id != fill.id && rec.stored_seq < self.purge_seq() {
+                        delete_object(&mut batch, &cfs, &id, &rec);
+                        dropped.ids.insert(id);
+                        dropped.bytes += rec.body_len;
+                    }
+                }
+            }
+        }
         let mut entry = Entry {
             key: fill.key.key.clone(),
             host: fill.key.host.clone(),
@@ -228,8 +265,9 @@ impl Store {
             stale: false,
             stale_since_ms: 0,
             zone: fill.zone.clone(),
+            stored_seq: self.purge_seq(),
         };
-        if let Some(old) = &old_entry {
+        if let Some(old) = &merge_from {
             // Other variants of the URL keep the entry's tags and lifetime.
             entry.tags.extend(old.tags.iter().cloned());
             entry.tags.sort_unstable();
@@ -256,6 +294,7 @@ impl Store {
         // Cached content need not survive an OS crash: no fsync.
         self.db.write_opt(batch, &self.write_opts(false))?;
         self.count.store(count, Ordering::Release);
+        self.forget_objects(&dropped);
         let replaced = old.map(|o| o.body_len);
         if replaced.is_none() {
             self.objects.fetch_add(1, Ordering::AcqRel);
@@ -295,6 +334,7 @@ impl Store {
             fresh.stale = false;
             fresh.stale_since_ms = 0;
             fresh.expires_at_ms = fresh.expires_at_ms.max(expires_at_ms);
+            fresh.stored_seq = fresh.stored_seq.max(started_seq);
             put_entry(&mut batch, &cfs, &fresh, Some(&entry));
         }
         self.db.write_opt(batch, &self.write_opts(false))?;
@@ -435,7 +475,7 @@ fn object_key(k: &[u8]) -> Result<ObjectId> {
     k.try_into().map_err(|_| corrupt("object key")(codec::CodecError::Key(k.len())))
 }
 
-fn delete_object(batch: &mut WriteBatch, cfs: &Cfs<'_>, id: &ObjectId, rec: &ObjectRecord) {
+pub(crate) fn delete_object(batch: &mut WriteBatch, cfs: &Cfs<'_>, id: &ObjectId, rec: &ObjectRecord) {
     batch.delete_cf(cfs.objects, id);
     for i in 0..rec.chunks() {
         batch.delete_cf(cfs.bodies, codec::chunk_key(id, i));

@@ -2,8 +2,8 @@
 //! the entry counter.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
 
@@ -52,6 +52,8 @@ impl Store {
             purge_seq: AtomicU64::new(0),
             objects: AtomicU64::new(0),
             object_bytes: AtomicU64::new(0),
+            deferred: RwLock::new(Arc::new(Vec::new())),
+            deferred_len: AtomicUsize::new(0),
         };
         store.check_format()?;
         let count = store.load_count()?;
@@ -61,6 +63,7 @@ impl Store {
             None => 0,
         };
         store.purge_seq.store(seq, Ordering::Release);
+        store.load_deferred()?;
         // No fill survives a restart, so none can predate this point.
         store.lock_writer().recent = RecentPurges::starting_at(seq);
         let (mut objects, mut bytes) = (0u64, 0u64);

@@ -9,11 +9,19 @@ use super::codec::{self, Range};
 use super::*;
 
 pub(super) fn open(dir: &Path) -> Store {
-    Store::open(
-        dir,
-        StoreOptions { sync: false, block_cache_bytes: 8 << 20, write_buffer_bytes: 4 << 20, sinks: Vec::new() },
-    )
-    .unwrap()
+    open_deferring(dir, StoreOptions::default().defer_over)
+}
+
+/// A store that defers purges matching more than `defer_over` entries.
+pub(super) fn open_deferring(dir: &Path, defer_over: u64) -> Store {
+    let opts = StoreOptions {
+        sync: false,
+        block_cache_bytes: 8 << 20,
+        write_buffer_bytes: 4 << 20,
+        defer_over,
+        ..StoreOptions::default()
+    };
+    Store::open(dir, opts).unwrap()
 }
 
 pub(super) fn input(url: &str, tags: &[&str]) -> EntryInput {
@@ -52,13 +60,14 @@ pub(super) fn assert_consistent(s: &Store) {
     assert_eq!(stats.entries, entries.len() as u64);
     assert_eq!(s.count_all(), stats.entries, "counter");
     assert_eq!(stats.host_rows, stats.entries, "host rows");
-    let tags: usize = entries.iter().map(|e| e.tags.len()).sum();
+    // Tags, plus a zone marker row for entries of a zone.
+    let tags: usize = entries.iter().map(|e| codec::entry_tag_rows(e).len()).sum();
     assert_eq!(stats.tag_rows, tags as u64, "tag rows");
     let cfs = s.cfs().unwrap();
     for e in &entries {
         assert!(s.db.get_cf(cfs.by_host, codec::host_row(&e.host, &e.path, &e.key)).unwrap().is_some());
-        for t in &e.tags {
-            assert!(s.db.get_cf(cfs.by_tag, codec::tag_row(t, &e.key)).unwrap().is_some());
+        for row in codec::entry_tag_rows(e) {
+            assert!(s.db.get_cf(cfs.by_tag, row).unwrap().is_some());
         }
     }
 }
@@ -167,7 +176,7 @@ fn every_selector_kind_hard() {
         let gone = expected_matches(&sel);
         let out = s.apply_purge(&purge(1, Mode::Hard, vec![sel.clone()]), 9).unwrap();
         let n = gone.len() as u64;
-        assert_eq!(out, ApplyOutcome { matched: n, removed: n, marked_stale: 0 }, "{i}: {sel:?}");
+        assert_eq!(out, ApplyOutcome { matched: n, removed: n, marked_stale: 0, ..Default::default() }, "{i}: {sel:?}");
         let left: Vec<String> = all_entries(&s).into_iter().map(|e| e.key).collect();
         assert_eq!(left.len(), FIXTURE.len() - gone.len(), "{sel:?}");
         assert!(left.iter().all(|k| !gone.contains(k)), "{sel:?}");
@@ -183,7 +192,11 @@ fn every_selector_kind_soft() {
         let hit = expected_matches(&sel);
         let n = hit.len() as u64;
         let p = purge(5, Mode::Soft, vec![sel.clone()]);
-        assert_eq!(s.apply_purge(&p, 9).unwrap(), ApplyOutcome { matched: n, removed: 0, marked_stale: n }, "{sel:?}");
+        assert_eq!(
+            s.apply_purge(&p, 9).unwrap(),
+            ApplyOutcome { matched: n, removed: 0, marked_stale: n, ..Default::default() },
+            "{sel:?}"
+        );
         for e in all_entries(&s) {
             assert_eq!(e.stale, hit.contains(&e.key), "{sel:?} {}", e.key);
             assert_eq!(e.stale_since_ms, if e.stale { p.issued_at_ms } else { 0 });
@@ -192,7 +205,10 @@ fn every_selector_kind_soft() {
         // Already stale: matched again, not marked again; an earlier purge
         // arriving late moves stale-since back, a later one does not.
         let later = purge(9, Mode::Soft, vec![sel.clone()]);
-        assert_eq!(s.apply_purge(&later, 10).unwrap(), ApplyOutcome { matched: n, removed: 0, marked_stale: 0 });
+        assert_eq!(
+            s.apply_purge(&later, 10).unwrap(),
+            ApplyOutcome { matched: n, removed: 0, marked_stale: 0, ..Default::default() }
+        );
         let earlier = purge(2, Mode::Soft, vec![sel.clone()]);
         s.apply_purge(&earlier, 11).unwrap();
         for e in all_entries(&s).into_iter().filter(|e| e.stale) {
@@ -257,8 +273,8 @@ fn everything_in_a_batch_then_more_writes() {
             (purge(5, Mode::Hard, vec![Selector::host("a.com").unwrap()]), 5),
         ])
         .unwrap();
-    assert_eq!(outs[0], ApplyOutcome { matched: 2, removed: 0, marked_stale: 2 });
-    assert_eq!(outs[2], ApplyOutcome { matched: n - 1, removed: n - 1, marked_stale: 0 });
+    assert_eq!(outs[0], ApplyOutcome { matched: 2, removed: 0, marked_stale: 2, ..Default::default() });
+    assert_eq!(outs[2], ApplyOutcome { matched: n - 1, removed: n - 1, marked_stale: 0, ..Default::default() });
     assert_eq!(outs[3], ApplyOutcome::default());
     assert_eq!(outs[4], ApplyOutcome::default());
     assert_eq!(s.index_stats().unwrap(), IndexStats::default());
@@ -279,7 +295,7 @@ fn everything_soft_marks_all() {
     let s = fixture(dir.path());
     let n = FIXTURE.len() as u64;
     let out = s.apply_purge(&purge(1, Mode::Soft, vec![Selector::Everything]), 1).unwrap();
-    assert_eq!(out, ApplyOutcome { matched: n, removed: 0, marked_stale: n });
+    assert_eq!(out, ApplyOutcome { matched: n, removed: 0, marked_stale: n, ..Default::default() });
     assert!(all_entries(&s).iter().all(|e| e.stale));
 }
 

@@ -7,7 +7,7 @@ use purgecast_core::{parse_url, Mode, Selector};
 use super::tests::{assert_consistent, open, purge};
 use super::*;
 
-fn fill(store: &Store, url: &str, tags: &[&str], body: &[u8], variance: Option<[u8; 16]>) -> Fill {
+pub(super) fn fill(store: &Store, url: &str, tags: &[&str], body: &[u8], variance: Option<[u8; 16]>) -> Fill {
     let key = parse_url(url).unwrap();
     Fill {
         id: object_id(url_hash(&key.key), variance),
@@ -27,7 +27,7 @@ fn fill(store: &Store, url: &str, tags: &[&str], body: &[u8], variance: Option<[
     }
 }
 
-fn read_body(store: &Store, id: &ObjectId) -> Vec<u8> {
+pub(super) fn read_body(store: &Store, id: &ObjectId) -> Vec<u8> {
     let rec = store.object(id).unwrap().unwrap();
     (0..rec.chunks()).flat_map(|i| store.object_chunk(id, i).unwrap().unwrap().to_vec()).collect()
 }

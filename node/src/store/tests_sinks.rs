@@ -11,6 +11,7 @@ fn open_with_sinks(dir: &std::path::Path, sinks: &[&str]) -> Store {
         block_cache_bytes: 8 << 20,
         write_buffer_bytes: 4 << 20,
         sinks: sinks.iter().map(|s| s.to_string()).collect(),
+        ..StoreOptions::default()
     };
     Store::open(dir, opts).unwrap()
 }
