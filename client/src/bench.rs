@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use purgecast_core::MAX_SELECTORS;
 use purgecast_proto::api::selector::Kind;
 use purgecast_proto::api::{PurgeMode, Selector};
 use rand::rngs::StdRng;
@@ -66,6 +67,8 @@ pub struct BenchConfig {
     /// Purges issued per second.
     pub rate: f64,
     pub selector: BenchSelector,
+    /// Selectors in each purge, every one of them unique.
+    pub selectors: usize,
     pub mode: PurgeMode,
     /// How long after its accept a purge may take to complete.
     pub timeout: Duration,
@@ -91,6 +94,8 @@ pub struct BenchReport {
     /// Status polls that failed (the purge kept being polled).
     pub status_errors: usize,
     pub target_rate: f64,
+    pub selector: BenchSelector,
+    pub selectors_per_purge: usize,
     /// Accept rate: accepted purges per second between the first and the
     /// last accept (0 with fewer than two).
     pub throughput_per_s: f64,
@@ -122,6 +127,14 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
     if cfg.max_polls == 0 || cfg.max_purges == 0 {
         return Err(BenchError::Invalid("concurrency limits must be at least 1"));
     }
+    if !(1..=MAX_SELECTORS).contains(&cfg.selectors) {
+        return Err(BenchError::Invalid("selectors per purge must be between 1 and the node's limit"));
+    }
+    // Selector names are numbered purge * selectors + k; an overflow would
+    // repeat names.
+    if cfg.purges.checked_mul(cfg.selectors).is_none() {
+        return Err(BenchError::Invalid("too many purges for this many selectors each"));
+    }
     let mut clients = Vec::with_capacity(cfg.endpoints.len());
     for ep in &cfg.endpoints {
         clients.push(Client::connect(ep, cfg.token.clone()).await?);
@@ -138,10 +151,10 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
         tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / cfg.rate)).await;
         let Ok(permit) = purge_slots.clone().acquire_owned().await else { break };
         let client = clients[rng.random_range(0..clients.len())].clone();
-        let sel = bench_selector(cfg.selector, &run_id, i);
+        let sels = bench_selectors(cfg.selector, &run_id, i, cfg.selectors);
         let (mode, timeout, poll, polls) = (cfg.mode, cfg.timeout, cfg.poll_interval, poll_slots.clone());
         tasks.spawn(async move {
-            let id = match client.purge(vec![sel], mode).await {
+            let id = match client.purge(sels, mode).await {
                 Ok(resp) => resp.id,
                 Err(e) => return Outcome::Failed(e.to_string()),
             };
@@ -207,6 +220,8 @@ impl Tally {
             timed_out: self.timed_out,
             status_errors: self.status_errors,
             target_rate: cfg.rate,
+            selector: cfg.selector,
+            selectors_per_purge: cfg.selectors,
             throughput_per_s,
             issue_secs: self.last_accept.map_or(0.0, |l| l.duration_since(start).as_secs_f64()),
             elapsed_secs: start.elapsed().as_secs_f64(),
@@ -261,6 +276,13 @@ async fn track(
     Outcome::Accepted { at: accepted, completion_ms: None, status_errors, last_error }
 }
 
+/// Purge `i`'s `n` selectors. Numbering them `i * n + k` keeps every name
+/// unique within and across purges (for a fixed `n`, as in one run), and
+/// with `n == 1` they are the names of a one-selector run.
+fn bench_selectors(kind: BenchSelector, run_id: &str, i: usize, n: usize) -> Vec<Selector> {
+    (0..n).map(|k| bench_selector(kind, run_id, i * n + k)).collect()
+}
+
 /// A selector no other purge of any run uses.
 fn bench_selector(kind: BenchSelector, run_id: &str, i: usize) -> Selector {
     let kind = match kind {
@@ -305,6 +327,28 @@ mod tests {
     }
 
     #[test]
+    fn many_selectors_per_purge_are_all_unique_and_exactly_n() {
+        use std::collections::HashSet;
+        for kind in [BenchSelector::Tag, BenchSelector::Url] {
+            for n in [1, 2, 10, 100] {
+                let mut seen = HashSet::new();
+                for i in 0..50 {
+                    let sels = bench_selectors(kind, "r1", i, n);
+                    assert_eq!(sels.len(), n, "{kind:?} purge {i} with {n} selectors");
+                    let mine: HashSet<String> = sels.iter().map(crate::selector::display).collect();
+                    assert_eq!(mine.len(), n, "{kind:?} purge {i}: a selector repeats within the purge");
+                    for s in mine {
+                        assert!(seen.insert(s.clone()), "{kind:?}: {s} is in two purges (n = {n})");
+                    }
+                }
+                assert_eq!(seen.len(), 50 * n);
+            }
+        }
+        // One selector per purge names them as before.
+        assert_eq!(bench_selectors(BenchSelector::Tag, "r1", 3, 1), vec![bench_selector(BenchSelector::Tag, "r1", 3)]);
+    }
+
+    #[test]
     fn tally_counts_outcomes_and_accept_rate() {
         let t0 = Instant::now();
         let mut tally = Tally::default();
@@ -333,6 +377,7 @@ mod tests {
             purges: 1,
             rate: 10.0,
             selector: BenchSelector::Tag,
+            selectors: 1,
             mode: PurgeMode::Hard,
             timeout: Duration::from_secs(1),
             poll_interval: Duration::from_millis(10),
@@ -348,6 +393,12 @@ mod tests {
         assert!(matches!(run(&bad_rate).await, Err(BenchError::Invalid(_))));
         let no_slots = BenchConfig { max_polls: 0, ..cfg() };
         assert!(matches!(run(&no_slots).await, Err(BenchError::Invalid(_))));
+        let no_selectors = BenchConfig { selectors: 0, ..cfg() };
+        assert!(matches!(run(&no_selectors).await, Err(BenchError::Invalid(_))));
+        let over_limit = BenchConfig { selectors: MAX_SELECTORS + 1, ..cfg() };
+        assert!(matches!(run(&over_limit).await, Err(BenchError::Invalid(_))));
+        let overflow = BenchConfig { purges: usize::MAX, selectors: 2, ..cfg() };
+        assert!(matches!(run(&overflow).await, Err(BenchError::Invalid(_))));
         let none = BenchConfig { endpoints: vec![], ..cfg() };
         assert!(matches!(run(&none).await, Err(BenchError::NoEndpoints)));
         // Valid settings reach the connect step, which fails on port 1.

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::RangedU64ValueParser;
 use purgecast_client::api::PurgeMode;
 use purgecast_client::bench::{self, BenchConfig, BenchReport, BenchSelector};
 use purgecast_core::parse_duration;
@@ -24,7 +25,8 @@ pub struct BenchArgs {
     #[arg(long)]
     cluster_file: Option<PathBuf>,
     /// Comma-separated gRPC endpoints. Without this or --cluster-file,
-    /// only --endpoint is used.
+    /// only --endpoint is used. Each purge is sent to one of them, picked
+    /// at random (--seed), and its status is polled there.
     #[arg(long, value_delimiter = ',')]
     endpoints: Vec<String>,
     /// Number of purges to issue.
@@ -33,9 +35,12 @@ pub struct BenchArgs {
     /// Purges per second.
     #[arg(long, default_value_t = 50.0)]
     rate: f64,
-    /// What each purge selects: a unique URL or a unique tag.
+    /// What each purge selects: unique URLs or unique tags.
     #[arg(long, value_enum, default_value_t = SelectorKind::Tag)]
     selector: SelectorKind,
+    /// Selectors in each purge (1-100), each one used by no other purge.
+    #[arg(long, default_value_t = 1, value_parser = RangedU64ValueParser::<usize>::new().range(1..=100))]
+    selectors: usize,
     /// Soft purges instead of hard ones.
     #[arg(long)]
     soft: bool,
@@ -69,6 +74,7 @@ pub async fn run(args: BenchArgs, endpoint: &str, token: Option<String>, json: b
             SelectorKind::Url => BenchSelector::Url,
             SelectorKind::Tag => BenchSelector::Tag,
         },
+        selectors: args.selectors,
         mode: if args.soft { PurgeMode::Soft } else { PurgeMode::Hard },
         timeout: args.timeout,
         poll_interval: args.poll_interval,
@@ -90,12 +96,18 @@ pub async fn run(args: BenchArgs, endpoint: &str, token: Option<String>, json: b
 
 fn render(r: &BenchReport) -> String {
     let mut out = format!(
-        "purges:      {} issued to {} endpoints at {:.1}/s target\n\
+        "purges:      {} issued to {} endpoints at {:.1}/s target, {} {} selector{} each\n\
          accepted:    {} ({} failed), throughput {:.1}/s over {:.2}s\n\
          completed:   {} ({} not within timeout)\n",
         r.purges,
         r.endpoints,
         r.target_rate,
+        r.selectors_per_purge,
+        match r.selector {
+            BenchSelector::Url => "url",
+            BenchSelector::Tag => "tag",
+        },
+        if r.selectors_per_purge == 1 { "" } else { "s" },
         r.accepted,
         r.failed,
         r.throughput_per_s,
@@ -140,6 +152,55 @@ mod tests {
     }
 
     #[test]
+    fn selectors_per_purge_default_to_one_and_stay_within_1_to_100() {
+        let bench = |extra: &[&str]| {
+            let argv = ["purgectl", "bench", "--endpoints", "a:1"].iter().chain(extra).copied();
+            Args::try_parse_from(argv).map(|a| match a.command {
+                Command::Bench(b) => b.selectors,
+                _ => panic!("not bench"),
+            })
+        };
+        assert_eq!(bench(&[]).unwrap(), 1);
+        assert_eq!(bench(&["--selectors", "10"]).unwrap(), 10);
+        assert_eq!(bench(&["--selectors", "100", "--selector", "url"]).unwrap(), 100);
+        for bad in ["0", "101", "-1", "ten"] {
+            assert!(bench(&["--selectors", bad]).is_err(), "--selectors {bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn the_arguments_of_tests_bench_storm_py_parse() {
+        for target in [["--endpoints", "http://127.0.0.1:24100"], ["--cluster-file", "/tmp/storm.json"]] {
+            let argv = ["purgectl", "--json", "bench"].into_iter().chain(target).chain([
+                "--purges",
+                "20000",
+                "--rate",
+                "2000",
+                "--selector",
+                "url",
+                "--selectors",
+                "100",
+                "--timeout",
+                "10s",
+                "--poll-interval",
+                "20ms",
+                "--concurrency",
+                "32",
+                "--seed",
+                "1",
+            ]);
+            let a = Args::try_parse_from(argv).unwrap();
+            let Command::Bench(b) = a.command else { panic!("not bench") };
+            assert!(a.json);
+            assert_eq!((b.purges, b.rate, b.selector, b.selectors), (20_000, 2000.0, SelectorKind::Url, 100));
+            assert_eq!(
+                (b.timeout, b.poll_interval, b.concurrency),
+                (Duration::from_secs(10), Duration::from_millis(20), 32)
+            );
+        }
+    }
+
+    #[test]
     fn render_shows_percentiles_and_errors() {
         let r = BenchReport {
             endpoints: 3,
@@ -150,6 +211,8 @@ mod tests {
             timed_out: 1,
             status_errors: 2,
             target_rate: 10.0,
+            selector: BenchSelector::Url,
+            selectors_per_purge: 10,
             throughput_per_s: 9.5,
             issue_secs: 0.95,
             elapsed_secs: 2.0,
@@ -160,5 +223,6 @@ mod tests {
         assert!(text.contains("p50 4.0 ms  p90 8.0 ms  p99 8.0 ms  max 8.0 ms"), "{text}");
         assert!(text.contains("accepted:    9 (1 failed)"), "{text}");
         assert!(text.contains("first error: UNAVAILABLE: down"), "{text}");
+        assert!(text.contains("10.0/s target, 10 url selectors each"), "{text}");
     }
 }
