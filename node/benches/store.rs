@@ -1,10 +1,12 @@
 //! Store throughput: URL purges applied in batches and one by one, and tag
 //! purges, against an index of 100k entries. Prints medians; asserts
 //! nothing about speed. `objects`: 1M cached objects and a tag purge of
-//! 100k of them (see objects.rs).
+//! 100k of them (see objects.rs). `scale`: 1M and 10M realistic entries,
+//! large purges, the tombstone trap and the purge log (see scale.rs).
 //!
 //! cargo bench -p purgecast-node --bench store
 //! cargo bench -p purgecast-node --bench store -- objects
+//! cargo bench -p purgecast-node --bench store -- scale [--entries N] [--dir PATH]
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,8 @@ use purgecast_node::store::{EntryInput, Store, StoreOptions};
 // Not benches/objects.rs: cargo would take that for a bench target of its own.
 #[path = "store/objects.rs"]
 mod objects;
+#[path = "store/scale.rs"]
+mod scale;
 
 const ENTRIES: u64 = 100_000;
 const HOSTS: u64 = 100;
@@ -150,9 +154,14 @@ fn tag_batches(mode: Mode, per_batch: u64) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    // `cargo bench` passes --bench; the one other argument is the mode.
+    // `cargo bench` passes --bench; the first other argument is the mode,
+    // and `scale` takes options after it.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| a == "scale") {
+        return scale::run(&args[at + 1..]);
+    }
     if std::env::args().skip(1).any(|a| a == "objects") {
-        return objects::run();
+        return objects::run(std::env::args().any(|a| a == "--inline"));
     }
     println!("index: {ENTRIES} entries, {HOSTS} hosts, 2 tags each; {ROUNDS} rounds per case");
     url_batches(false, true)?;
