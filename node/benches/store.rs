@@ -8,9 +8,10 @@
 //! cargo bench -p purgecast-node --bench store -- objects
 //! cargo bench -p purgecast-node --bench store -- scale [--entries N] [--dir PATH]
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use purgecast_core::{Mode, NodeId, Purge, PurgeId, Selector, StreamId};
 use purgecast_node::store::{EntryInput, Store, StoreOptions};
 
@@ -151,6 +152,29 @@ fn tag_batches(mode: Mode, per_batch: u64) -> Result<()> {
     let runs = store.compact_purged_ranges()?;
     println!("{:<44} {runs} ranges in {:.1} ms", "  then compact_purged_ranges", t.elapsed().as_secs_f64() * 1e3);
     Ok(())
+}
+
+/// Allocated bytes under `dir`, as `du` counts them.
+pub fn disk_bytes(dir: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let m = e.metadata()?;
+        total += if m.is_dir() { disk_bytes(&e.path())? } else { m.blocks() * 512 };
+    }
+    Ok(total)
+}
+
+/// VmHWM (peak) and VmRSS of this process, in MiB.
+pub fn rss_mib() -> Result<(f64, f64)> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let field = |name: &str| -> Result<f64> {
+        let line = status.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name}"))?;
+        let kib: f64 = line.trim_start_matches(name).trim().trim_end_matches("kB").trim().parse()?;
+        Ok(kib / 1024.0)
+    };
+    Ok((field("VmHWM:")?, field("VmRSS:")?))
 }
 
 fn main() -> Result<()> {

@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use bytes::Bytes;
 use pingora_cache::CacheMeta;
 use pingora_http::ResponseHeader;
@@ -25,7 +25,7 @@ use purgecast_node::store::{object_id, url_hash, EntryInput, Fill, FillOutcome, 
 /// The apply worker's slice (`SWEEP_SLICE` in node/src/protocol/applier.rs).
 const SWEEP_SLICE: usize = 1024;
 
-use super::Seq;
+use super::{disk_bytes, rss_mib, Seq};
 
 const OBJECTS: u64 = 1_000_000;
 const BODY: usize = 1024;
@@ -85,29 +85,6 @@ fn fill(store: &Store, i: u64, meta: &(Vec<u8>, Vec<u8>), body: &Bytes) -> Resul
         body: vec![body.clone()],
         started_seq: store.purge_seq(),
     })
-}
-
-/// Allocated bytes under `dir`, as `du` counts them.
-fn disk_bytes(dir: &Path) -> Result<u64> {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        let m = e.metadata()?;
-        total += if m.is_dir() { disk_bytes(&e.path())? } else { m.blocks() * 512 };
-    }
-    Ok(total)
-}
-
-/// VmHWM (peak) and VmRSS of this process, in MiB.
-fn rss_mib() -> Result<(f64, f64)> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let field = |name: &str| -> Result<f64> {
-        let line = status.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name}"))?;
-        let kib: f64 = line.trim_start_matches(name).trim().trim_end_matches("kB").trim().parse()?;
-        Ok(kib / 1024.0)
-    };
-    Ok((field("VmHWM:")?, field("VmRSS:")?))
 }
 
 fn report_space(when: &str, dir: &Path, objects: u64) -> Result<()> {

@@ -15,10 +15,8 @@
 //! 100k of them at either size.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use purgecast_node::store::EntryInput;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -483,35 +481,7 @@ pub fn ms(d: Duration) -> f64 {
 pub fn per_s(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
-
-/// Allocated bytes under `dir`, as `du` counts them.
-pub fn disk_bytes(dir: &Path) -> Result<u64> {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        // A background compaction may delete a file between the listing
-        // and this look.
-        let m = match e.metadata() {
-            Ok(m) => m,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(err) => return Err(err.into()),
-        };
-        total += if m.is_dir() { disk_bytes(&e.path())? } else { m.blocks() * 512 };
-    }
-    Ok(total)
-}
-
-/// VmHWM (peak) and VmRSS of this process, in MiB.
-pub fn rss_mib() -> Result<(f64, f64)> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let field = |name: &str| -> Result<f64> {
-        let line = status.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name}"))?;
-        let kib: f64 = line.trim_start_matches(name).trim().trim_end_matches("kB").trim().parse()?;
-        Ok(kib / 1024.0)
-    };
-    Ok((field("VmHWM:")?, field("VmRSS:")?))
-}
+pub use crate::{disk_bytes, rss_mib};
 
 /// Mean, median, P99 and longest URL of the first `n` entries.
 pub fn url_lengths(gen: &Gen, n: u64) -> (f64, usize, usize, usize) {
