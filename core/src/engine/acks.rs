@@ -2,6 +2,8 @@
 //! the origin, or through the PoP's relay in paced batches
 //! (`Config::ack_relay`, the rules in `relay.rs`).
 
+use std::time::Duration;
+
 use super::relay::{self, Pace, PurgeAcks, Route};
 use super::Engine;
 use crate::id::{NodeId, PurgeId};
@@ -74,7 +76,11 @@ impl Engine {
         }
         let pace = self.pace();
         match self.ack_route(origin) {
-            Route::Own => self.relay.push(origin, id, self.me.id, now, pace),
+            // My acks to an origin of my own PoP cross no WAN link: batched
+            // for `ack_flush` only, never held back by `ack_spacing`, which
+            // would add up to that much to every completion inside a PoP
+            // (a whole local cluster) under a stream of purges.
+            Route::Own => self.relay.push(origin, id, self.me.id, now, Pace { spacing: Duration::ZERO, ..pace }),
             Route::Relay { relay, .. } if relay == self.me.id => {
                 // The view may have changed since the purge came: I relay
                 // it now, whatever I thought then.

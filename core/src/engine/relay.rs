@@ -12,7 +12,8 @@
 //! rate it carries every purge of the last `ack_spacing`, so an origin
 //! handles about PoPs / `ack_spacing` ack messages per second however many
 //! purges it sends. A member of the origin's own PoP batches its own acks
-//! the same way.
+//! for `ack_flush` only: they cross no WAN link, and spacing them would
+//! delay every completion inside a PoP by up to `ack_spacing`.
 //!
 //! Views of who is reachable differ for a while after a failure, so the
 //! first two of the ranking both collect a purge's acks: a member that
