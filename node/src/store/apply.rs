@@ -12,7 +12,7 @@ use super::codec::{self, Range};
 use super::deferred::{self, Deferred};
 use super::entries::delete_entry;
 use super::objects::Dropped;
-use super::scan::Cfs;
+use super::scan::{Cfs, Keys};
 use super::sinks;
 use super::*;
 
@@ -156,12 +156,8 @@ impl<'s> Builder<'s> {
         Ok(())
     }
 
-    /// Matches the entries named by the index rows of `range`.
-    fn index_scan(&mut self, run: &mut Run<'_>, cf: &'static str, range: Range, fields: usize) -> Result<()> {
-        if self.wiped {
-            return Ok(());
-        }
-        let keys = self.store.scan_keys(self.store.cf(cf)?, &range, u64::MAX, fields)?;
+    /// Matches the entries `keys`, read from the index rows of `range`.
+    fn index_scan(&mut self, run: &mut Run<'_>, cf: &'static str, range: Range, keys: Vec<Vec<u8>>) -> Result<()> {
         let before = run.out.removed;
         for (k, e) in self.resolve(keys)? {
             self.visit(run, k, e)?;
@@ -220,32 +216,32 @@ impl<'s> Builder<'s> {
         })
     }
 
-    /// Whether `purge` matches more entries than the store applies inline;
-    /// counts index rows up to that bound, so the answer costs at most
-    /// `defer_over` keys read.
-    fn should_defer(&self, purge: &Purge, selectors: &[Selector]) -> Result<bool> {
+    /// The entry keys each selector's index rows name (by position; None
+    /// for URLs, a hard everything and after a wipe), read once, or None
+    /// when together they name more than `defer_over` entries: the purge is
+    /// then deferred, and reading stopped at that bound.
+    fn read_rows(&self, purge: &Purge, selectors: &[Selector]) -> Result<Option<Vec<Option<Keys>>>> {
+        let mut out: Vec<Option<Keys>> = selectors.iter().map(|_| None).collect();
         if self.wiped {
-            return Ok(false);
+            return Ok(Some(out));
         }
         let bound = self.store.opts.defer_over;
         let mut seen = 0u64;
-        for sel in selectors {
-            let (cf, range) = match sel {
-                Selector::Url(_) => continue,
-                // A hard purge of everything is three range deletions.
-                Selector::Everything if purge.zone.is_empty() && purge.mode == Mode::Hard => continue,
-                Selector::Everything if purge.zone.is_empty() => (CF_ENTRIES, Range::all()),
-                Selector::Everything => (CF_BY_TAG, Range::tag(&codec::zone_marker(&purge.zone))),
-                Selector::Host(h) => (CF_BY_HOST, Range::host(h)),
-                Selector::Prefix { host, path_prefix } => (CF_BY_HOST, Range::host_path(host, path_prefix)),
-                Selector::Tag(t) => (CF_BY_TAG, Range::tag(&codec::zoned_tag(&purge.zone, t))),
-            };
-            seen += self.store.count_rows(cf, &range, bound.saturating_sub(seen).saturating_add(1))?;
-            if seen > bound {
-                return Ok(true);
+        for (i, sel) in selectors.iter().enumerate() {
+            // A hard purge of everything is three range deletions.
+            if *sel == Selector::Everything && purge.zone.is_empty() && purge.mode == Mode::Hard {
+                continue;
             }
+            let Some((cf, range, fields)) = deferred::index_range(purge, sel) else { continue };
+            let limit = bound.saturating_sub(seen).saturating_add(1);
+            let keys = self.store.scan_keys(self.store.cf(cf)?, &range, limit, fields)?;
+            seen += keys.len() as u64;
+            if seen > bound {
+                return Ok(None);
+            }
+            out[i] = Some(keys);
         }
-        Ok(false)
+        Ok(Some(out))
     }
 
     fn apply(&mut self, purge: &Purge, applied_at_ms: u64) -> Result<ApplyOutcome> {
@@ -254,7 +250,8 @@ impl<'s> Builder<'s> {
         let selectors =
             if purge.selectors.contains(&Selector::Everything) { &everything[..] } else { &purge.selectors[..] };
         let several_soft = purge.mode == Mode::Soft && selectors.len() > 1;
-        let defer = self.should_defer(purge, selectors)?;
+        let mut rows = self.read_rows(purge, selectors)?;
+        let defer = rows.is_none();
         let mut run = Run {
             purge,
             out: ApplyOutcome::default(),
@@ -262,7 +259,7 @@ impl<'s> Builder<'s> {
             span: None,
             urls: Vec::new(),
         };
-        for sel in selectors {
+        for (i, sel) in selectors.iter().enumerate() {
             match sel {
                 // The sweep takes the rest; URLs are cheap to do now.
                 _ if defer && !matches!(sel, Selector::Url(_)) => {}
@@ -275,18 +272,14 @@ impl<'s> Builder<'s> {
                     };
                     self.visit(&mut run, key, e)?;
                 }
-                Selector::Host(h) => self.index_scan(&mut run, CF_BY_HOST, Range::host(h), 2)?,
-                Selector::Prefix { host, path_prefix } => {
-                    self.index_scan(&mut run, CF_BY_HOST, Range::host_path(host, path_prefix), 2)?
-                }
-                Selector::Tag(t) => {
-                    let tag = codec::zoned_tag(&purge.zone, t);
-                    self.index_scan(&mut run, CF_BY_TAG, Range::tag(&tag), 1)?
-                }
                 Selector::Everything if purge.zone.is_empty() => self.everything(&mut run)?,
-                Selector::Everything => {
-                    let marker = codec::zone_marker(&purge.zone);
-                    self.index_scan(&mut run, CF_BY_TAG, Range::tag(&marker), 1)?
+                // Hosts, prefixes, tags, a zone's everything: the rows read
+                // above (none after a wipe: nothing is left to match).
+                _ => {
+                    let keys = rows.as_mut().and_then(|r| r.get_mut(i)).and_then(Option::take);
+                    if let (Some(keys), Some((cf, range, _))) = (keys, deferred::index_range(purge, sel)) {
+                        self.index_scan(&mut run, cf, range, keys)?;
+                    }
                 }
             }
         }

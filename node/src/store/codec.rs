@@ -309,6 +309,11 @@ impl Range {
         Range { lower, upper: TOP.to_vec() }
     }
 
+    /// The rest of this range after `row` (a scan in slices resumes there).
+    pub fn past(&self, row: &[u8]) -> Range {
+        Range { lower: [row, &[0]].concat(), upper: self.upper.clone() }
+    }
+
     /// The smallest range covering both.
     pub fn span(&self, other: &Range) -> Range {
         Range { lower: self.lower.clone().min(other.lower.clone()), upper: self.upper.clone().max(other.upper.clone()) }

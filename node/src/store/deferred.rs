@@ -94,29 +94,23 @@ pub(crate) fn deferred_key(seq: u64) -> Vec<u8> {
     [META_DEFERRED, &codec::encode_u64(seq)[..]].concat()
 }
 
-/// The selectors a sweep walks (URL selectors were applied inline), with
-/// the index family, range and key position of each.
-fn sweep_ranges(purge: &Purge) -> Vec<(&'static str, Range, usize)> {
-    let mut out = Vec::new();
-    for sel in &purge.selectors {
-        match sel {
-            Selector::Url(_) => {}
-            Selector::Host(h) => out.push((CF_BY_HOST, Range::host(h), 2)),
-            Selector::Prefix { host, path_prefix } => out.push((CF_BY_HOST, Range::host_path(host, path_prefix), 2)),
-            Selector::Tag(t) => out.push((CF_BY_TAG, Range::tag(&codec::zoned_tag(&purge.zone, t)), 1)),
-            Selector::Everything if purge.zone.is_empty() => out.push((CF_ENTRIES, Range::all(), 0)),
-            Selector::Everything => out.push((CF_BY_TAG, Range::tag(&codec::zone_marker(&purge.zone)), 1)),
-        }
-    }
-    out
+/// The index rows a selector of `purge` names: the family, the range and
+/// how many fields precede the entry key in a row (0: the row is the
+/// entry). None for a URL, which names its entry directly.
+pub(crate) fn index_range(purge: &Purge, sel: &Selector) -> Option<(&'static str, Range, usize)> {
+    Some(match sel {
+        Selector::Url(_) => return None,
+        Selector::Host(h) => (CF_BY_HOST, Range::host(h), 2),
+        Selector::Prefix { host, path_prefix } => (CF_BY_HOST, Range::host_path(host, path_prefix), 2),
+        Selector::Tag(t) => (CF_BY_TAG, Range::tag(&codec::zoned_tag(&purge.zone, t)), 1),
+        Selector::Everything if purge.zone.is_empty() => (CF_ENTRIES, Range::all(), 0),
+        Selector::Everything => (CF_BY_TAG, Range::tag(&codec::zone_marker(&purge.zone)), 1),
+    })
 }
 
-/// The entry key of an index row (`fields` = 0: the row is the entry).
-fn row_key(row: &[u8], fields: usize) -> Result<Vec<u8>> {
-    if fields == 0 {
-        return Ok(row.to_vec());
-    }
-    Ok(codec::row_entry_key(row, fields).map_err(corrupt("index row"))?.to_vec())
+/// The selectors a sweep walks (URL selectors were applied inline).
+fn sweep_ranges(purge: &Purge) -> Vec<(&'static str, Range, usize)> {
+    purge.selectors.iter().filter_map(|sel| index_range(purge, sel)).collect()
 }
 
 impl Store {
@@ -167,7 +161,7 @@ impl Store {
             list.push(Deferred { seq, purge });
             Ok(true)
         })?;
-        list.sort_by_key(|d| d.seq);
+        // Keys are `d/` + the sequence big-endian: already oldest first.
         self.set_deferred(list);
         Ok(())
     }
@@ -245,21 +239,16 @@ impl Store {
         let mut left = budget.max(1) as u64;
         while let Some(&(cf, ref range, fields)) = ranges.get(w.sweep.selector) {
             let from = match &w.sweep.after {
-                Some(row) => Range { lower: [row.as_slice(), &[0]].concat(), upper: range.upper.clone() },
+                Some(row) => range.past(row),
                 None => range.clone(),
             };
-            let mut rows = Vec::new();
-            self.for_each_row(self.cf(cf)?, &from, left, |k, _| {
-                rows.push(k.to_vec());
-                Ok(true)
-            })?;
-            let keys = rows.iter().map(|r| row_key(r, fields)).collect::<Result<Vec<_>>>()?;
+            let (keys, last) = self.scan_keys_from(self.cf(cf)?, &from, left, fields)?;
             for e in self.fetch_entries(&keys)?.into_iter().flatten() {
                 sweep.entry(&mut batch, &cfs, e);
             }
-            left -= rows.len() as u64;
+            left -= keys.len() as u64;
             if left == 0 {
-                w.sweep.after = rows.pop();
+                w.sweep.after = last;
                 break;
             }
             if d.purge.mode == Mode::Hard {

@@ -188,13 +188,7 @@ impl Store {
         while seen < limit {
             let want = (limit - seen).max(pass).min(SLICE) as u64;
             pass = pass.saturating_mul(2);
-            let mut last = None;
-            let mut keys = Vec::new();
-            self.for_each_row(cf, &from, want, |row, _| {
-                keys.push(codec::row_entry_key(row, fields).map_err(corrupt("index row"))?.to_vec());
-                last = Some(row.to_vec());
-                Ok(true)
-            })?;
+            let (keys, last) = self.scan_keys_from(cf, &from, want, fields)?;
             let exhausted = (keys.len() as u64) < want;
             // A row whose entry vanished can only be a racing purge between
             // the two reads; skip it rather than fail the listing.
@@ -205,7 +199,7 @@ impl Store {
                 }
             }
             match last {
-                Some(row) if !exhausted => from.lower = [row.as_slice(), &[0]].concat(),
+                Some(row) if !exhausted => from = from.past(&row),
                 _ => break,
             }
         }

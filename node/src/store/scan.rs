@@ -6,6 +6,9 @@ use rocksdb::{ColumnFamily, ReadOptions};
 use super::codec::{self, Range};
 use super::*;
 
+/// Entry keys, as index rows name them.
+pub(crate) type Keys = Vec<Vec<u8>>;
+
 /// Handles of all column families, looked up once per operation.
 pub(crate) struct Cfs<'a> {
     pub entries: &'a ColumnFamily,
@@ -75,12 +78,27 @@ impl Store {
         limit: u64,
         fields: usize,
     ) -> Result<Vec<Vec<u8>>> {
+        Ok(self.scan_keys_from(cf, range, limit, fields)?.0)
+    }
+
+    /// As [`Store::scan_keys`], with the last row read, where a scan in
+    /// slices resumes (`Range::past`).
+    pub(crate) fn scan_keys_from(
+        &self,
+        cf: &ColumnFamily,
+        range: &Range,
+        limit: u64,
+        fields: usize,
+    ) -> Result<(Keys, Option<Vec<u8>>)> {
         let mut keys = Vec::new();
+        let mut last = Vec::new();
         self.for_each_row(cf, range, limit, |row, _| {
             keys.push(codec::row_entry_key(row, fields).map_err(corrupt("index row"))?.to_vec());
+            last.clear();
+            last.extend_from_slice(row);
             Ok(true)
         })?;
-        Ok(keys)
+        Ok((keys, (!last.is_empty()).then_some(last)))
     }
 
     pub(crate) fn count_rows(&self, cf_name: &'static str, range: &Range, limit: u64) -> Result<u64> {
