@@ -55,13 +55,18 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
     let protocol = cfg.protocol.clone();
     let started = Instant::now();
     let prometheus = node_metrics::install()?;
-    let tenants = Tenants::load(cfg.tenants_file.as_deref(), cfg.api_tokens.clone())?;
+    let tenants = Tenants::load(
+        cfg.tenants_file.as_deref(),
+        cfg.api_tokens.clone(),
+        (cfg.default_zone_rate, cfg.default_zone_burst),
+    )?;
     tenants.spawn_watcher(Duration::from_secs(1), shutdown.clone());
     let health = Health::default();
     node_metrics::serve(cfg.listen_metrics, prometheus, health.clone()).await?;
 
     let sink_names: Vec<String> = cfg.sink.iter().map(|s| s.name.clone()).collect();
-    let store_opts = StoreOptions { sinks: sink_names.clone(), ..StoreOptions::default() };
+    let hot_bytes = if cfg.edge.listen.is_some() { cfg.edge.memory_bytes } else { 0 };
+    let store_opts = StoreOptions { sinks: sink_names.clone(), hot_bytes, ..StoreOptions::default() };
     let store = Arc::new(Store::open(&cfg.data_dir.join("index"), store_opts)?);
     let epoch = store.next_boot_epoch()?;
     flush_if_down_too_long(&store, protocol.retention)?;

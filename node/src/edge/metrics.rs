@@ -58,6 +58,12 @@ pub(crate) fn cached(objects: u64, bytes: u64) {
     gauge!("purgecast_edge_cached_bytes").set(bytes as f64);
 }
 
+/// The hot tier: copies of small objects kept in memory.
+pub(crate) fn in_memory(objects: u64, bytes: u64) {
+    gauge!("purgecast_edge_memory_objects").set(objects as f64);
+    gauge!("purgecast_edge_memory_bytes").set(bytes as f64);
+}
+
 pub(crate) fn caught_up(yes: bool) {
     gauge!("purgecast_edge_caught_up").set(if yes { 1.0 } else { 0.0 });
 }

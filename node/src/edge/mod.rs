@@ -127,6 +127,8 @@ fn spawn_size_gauges(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
                 _ = tick.tick() => {
                     let (objects, bytes) = store.object_stats();
                     metrics::cached(objects, bytes);
+                    let (objects, bytes) = store.memory_stats();
+                    metrics::in_memory(objects as u64, bytes);
                 }
                 _ = shutdown.wait_for(|s| *s) => return,
             }

@@ -47,6 +47,8 @@ pub(crate) struct Edge {
 #[derive(Default)]
 pub(crate) struct Ctx {
     upstream: Option<String>,
+    /// The request's URL as the index keys it, made once per request.
+    url: Option<String>,
     /// The zone of the request's host ("" = none).
     zone: String,
     fetched: Option<u16>,
@@ -119,7 +121,9 @@ impl ProxyHttp for Edge {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let req = session.req_header();
         let header_bytes: usize = req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
-        if header_bytes + req.uri.to_string().len() > MAX_HEADER_BYTES {
+        let target = req.uri.path_and_query().map_or(0, |p| p.as_str().len())
+            + req.uri.authority().map_or(0, |a| a.as_str().len());
+        if header_bytes + target > MAX_HEADER_BYTES {
             return Edge::refuse(session, 431, "request headers too large").await;
         }
         let host = session.req_header().headers.get(http::header::HOST).and_then(|h| h.to_str().ok());
@@ -137,7 +141,8 @@ impl ProxyHttp for Edge {
             return Edge::refuse(session, 404, "unknown host: no origin is configured for it").await;
         };
         ctx.upstream = Some(upstream.clone());
-        if Edge::url_of(session.req_header()).is_none() {
+        ctx.url = Edge::url_of(session.req_header());
+        if ctx.url.is_none() {
             return Edge::refuse(session, 400, "the request URL cannot be a cache key").await;
         }
         Ok(false)
@@ -155,8 +160,11 @@ impl ProxyHttp for Edge {
     }
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
-        let url = Edge::url_of(session.req_header())
-            .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "no cache key for this request"))?;
+        let url = match ctx.url.clone() {
+            Some(url) => url,
+            None => Edge::url_of(session.req_header())
+                .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "no cache key for this request"))?,
+        };
         let mut key = CacheKey::new(url, "");
         key.extensions.insert(FillStart(self.storage.store.purge_seq()));
         key.extensions.insert(FillZone(ctx.zone.clone()));

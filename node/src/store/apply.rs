@@ -175,7 +175,7 @@ impl<'s> Builder<'s> {
             Mode::Hard => self.store.drop_objects_of(&mut self.batch, &self.cfs, &urls, &mut self.dropped),
             Mode::Soft => {
                 let at = run.purge.issued_at_ms;
-                self.store.stale_objects_of(&mut self.batch, &self.cfs, &urls, at, &self.dropped)
+                self.store.stale_objects_of(&mut self.batch, &self.cfs, &urls, at, &mut self.dropped)
             }
         }
     }

@@ -276,6 +276,7 @@ impl Store {
                     if rec.stale_since_ms == 0 || rec.stale_since_ms > at {
                         rec.stale_since_ms = at;
                         batch.put_cf(cfs.objects, id, codec::encode_object(&rec));
+                        dropped.staled.push(id);
                     }
                 }
             }

@@ -29,6 +29,7 @@ mod codec;
 mod compact;
 mod deferred;
 mod entries;
+mod hot;
 mod log;
 mod objects;
 mod open;
@@ -43,6 +44,8 @@ mod tests;
 mod tests_deferred;
 #[cfg(test)]
 mod tests_durable;
+#[cfg(test)]
+mod tests_hot;
 #[cfg(test)]
 mod tests_objects;
 #[cfg(test)]
@@ -62,6 +65,7 @@ pub use deferred::SweepOutcome;
 #[cfg(any(test, feature = "test-util"))]
 pub use entries::IndexStats;
 pub use entries::{EntryInput, MAX_TAGS};
+pub use hot::Head;
 pub use objects::{object_id, url_hash, Fill, FillOutcome, ObjectId, ObjectRecord, CHUNK_BYTES};
 
 use compact::Dirty;
@@ -132,6 +136,10 @@ pub struct StoreOptions {
     /// entries than this is deferred: in effect at once, swept after (see
     /// [`deferred`]).
     pub defer_over: u64,
+    /// Bytes of small objects (one body chunk) kept decoded in memory
+    /// besides the block cache, most recently served first (see [`hot`]);
+    /// 0 = none.
+    pub hot_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -142,6 +150,7 @@ impl Default for StoreOptions {
             write_buffer_bytes: 32 << 20,
             sinks: Vec::new(),
             defer_over: deferred::DEFER_OVER,
+            hot_bytes: 64 << 20,
         }
     }
 }
@@ -204,6 +213,8 @@ pub struct Store {
     /// [`deferred`]); readers check rows against them.
     deferred: RwLock<Arc<Vec<deferred::Deferred>>>,
     deferred_len: AtomicUsize,
+    /// Copies of recently served small objects (see [`hot`]).
+    hot: hot::Hot,
 }
 
 impl std::fmt::Debug for Store {

@@ -19,6 +19,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use purgecast_core::{CacheKey, Purge, Selector};
@@ -27,6 +28,7 @@ use rocksdb::WriteBatch;
 use super::codec::{self, Range};
 use super::deferred::Verdict;
 use super::entries::put_entry;
+use super::hot::Head;
 use super::scan::Cfs;
 use super::*;
 
@@ -164,6 +166,9 @@ pub(crate) fn reaches(purge: &Purge, zone: &str, key: &CacheKey, tags: &[String]
 pub(crate) struct Dropped {
     pub ids: HashSet<ObjectId>,
     pub bytes: u64,
+    /// Objects the batch marked stale (soft purge): not deleted, but their
+    /// copies in the hot tier are out of date.
+    pub staled: Vec<ObjectId>,
 }
 
 impl Store {
@@ -177,6 +182,11 @@ impl Store {
         (self.objects.load(Ordering::Acquire), self.object_bytes.load(Ordering::Acquire))
     }
 
+    /// Copies of small objects in the hot tier and the bytes they hold.
+    pub fn memory_stats(&self) -> (usize, u64) {
+        self.hot.stats()
+    }
+
     pub fn object(&self, id: &ObjectId) -> Result<Option<ObjectRecord>> {
         match self.db.get_pinned_cf(self.cf(CF_OBJECTS)?, id)? {
             Some(v) => Ok(Some(codec::decode_object(&v).map_err(corrupt("object"))?)),
@@ -184,16 +194,24 @@ impl Store {
         }
     }
 
-    /// An object's record and its first body chunk, read from one snapshot:
-    /// a purge between the two reads would otherwise cut the response of an
-    /// object the lookup found (and one read serves a small object whole).
-    pub fn object_head(&self, id: &ObjectId) -> Result<Option<(ObjectRecord, Option<Bytes>)>> {
+    /// An object's record and its first body chunk, read from one snapshot
+    /// (a purge between two separate reads would cut the response of an
+    /// object the lookup found, and one read serves a small object whole),
+    /// or from the hot tier's copy of them.
+    pub fn object_head(&self, id: &ObjectId) -> Result<Option<Arc<Head>>> {
+        if let Some(head) = self.hot.get(id) {
+            if !self.deferred_since(head.rec.stored_seq) {
+                return Ok(Some(head));
+            }
+        }
+        let generation = self.hot.generation();
         let snap = self.db.snapshot();
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_snapshot(&snap);
         let Some(v) = self.db.get_pinned_cf_opt(self.cf(CF_OBJECTS)?, id, &ro)? else { return Ok(None) };
         let mut rec = codec::decode_object(&v).map_err(corrupt("object"))?;
-        if self.deferred_since(rec.stored_seq) {
+        let judged = self.deferred_since(rec.stored_seq);
+        if judged {
             // A deferred purge may reach it: its entry says how (zone, tags).
             if let Some(v) = self.db.get_pinned_cf_opt(self.cf(CF_ENTRIES)?, rec.url.as_bytes(), &ro)? {
                 let e = codec::decode_entry(rec.url.as_bytes(), &v).map_err(corrupt("entry"))?;
@@ -216,7 +234,12 @@ impl Store {
             let chunk = self.db.get_pinned_cf_opt(self.cf(CF_BODIES)?, codec::chunk_key(id, 0), &ro)?;
             chunk.map(|c| Bytes::copy_from_slice(&c))
         };
-        Ok(Some((rec, first)))
+        let head = Arc::new(Head::new(rec, first));
+        // A copy a deferred purge judged differs from its row: not kept.
+        if !judged {
+            self.hot.offer(generation, *id, &head);
+        }
+        Ok(Some(head))
     }
 
     /// One chunk of an object's body; None if the object is gone.
@@ -286,7 +309,8 @@ impl Store {
             }
         }
         batch.put_cf(cfs.objects, fill.id, codec::encode_object(&fill.record));
-        for (i, chunk) in rechunk(&fill.body).iter().enumerate() {
+        let mut chunks = rechunk(&fill.body);
+        for (i, chunk) in chunks.iter().enumerate() {
             let i = u32::try_from(i).unwrap_or(u32::MAX);
             batch.put_cf(cfs.bodies, codec::chunk_key(&fill.id, i), chunk);
         }
@@ -295,6 +319,8 @@ impl Store {
         self.db.write_opt(batch, &self.write_opts(false))?;
         self.count.store(count, Ordering::Release);
         self.forget_objects(&dropped);
+        let first = (!chunks.is_empty()).then(|| Bytes::from(chunks.swap_remove(0)));
+        self.hot.replace(fill.id, Head::new(fill.record.clone(), first));
         let replaced = old.map(|o| o.body_len);
         if replaced.is_none() {
             self.objects.fetch_add(1, Ordering::AcqRel);
@@ -338,6 +364,7 @@ impl Store {
             put_entry(&mut batch, &cfs, &fresh, Some(&entry));
         }
         self.db.write_opt(batch, &self.write_opts(false))?;
+        self.hot.forget([id]);
         Ok(true)
     }
 
@@ -359,6 +386,7 @@ impl Store {
             }
         }
         self.db.write_opt(batch, &self.write_opts(false))?;
+        self.hot.forget([id]);
         self.count.store(count, Ordering::Release);
         self.objects.fetch_sub(1, Ordering::AcqRel);
         self.object_bytes.fetch_sub(rec.body_len, Ordering::AcqRel);
@@ -442,7 +470,7 @@ impl Store {
         cfs: &Cfs<'_>,
         urls: &[&str],
         since_ms: u64,
-        dropped: &Dropped,
+        dropped: &mut Dropped,
     ) -> Result<()> {
         let since_ms = since_ms.max(1);
         for (id, mut rec) in self.objects_of_many(cfs, urls)? {
@@ -451,12 +479,14 @@ impl Store {
             }
             rec.stale_since_ms = since_ms;
             batch.put_cf(cfs.objects, id, codec::encode_object(&rec));
+            dropped.staled.push(id);
         }
         Ok(())
     }
 
     /// After a batch that deleted `dropped` was written.
     pub(crate) fn forget_objects(&self, dropped: &Dropped) {
+        self.hot.forget(dropped.ids.iter().chain(&dropped.staled));
         let n = dropped.ids.len() as u64;
         let _ = self.objects.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(n)));
         let b = dropped.bytes;
@@ -465,6 +495,7 @@ impl Store {
 
     /// After a batch that deleted every object was written.
     pub(crate) fn forget_all_objects(&self) {
+        self.hot.clear();
         self.objects.store(0, Ordering::Release);
         self.object_bytes.store(0, Ordering::Release);
     }

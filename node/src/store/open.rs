@@ -45,6 +45,7 @@ impl Store {
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
         let store = Store {
             db,
+            hot: hot::Hot::new(opts.hot_bytes),
             opts,
             writer: Mutex::new(Writer::default()),
             count: AtomicU64::new(0),

@@ -88,7 +88,7 @@ fn a_large_soft_purge_serves_stale_until_revalidated_and_the_sweep_marks_the_row
     let ids = load(&s);
     let p = purge(1, Mode::Soft, vec![tag("hot")]);
     assert!(s.apply_purge(&p, 5).unwrap().deferred);
-    let (rec, _) = s.object_head(&ids[0]).unwrap().unwrap();
+    let rec = s.object_head(&ids[0]).unwrap().unwrap().rec.clone();
     assert_eq!(rec.stale_since_ms, p.issued_at_ms, "served stale from now on");
     let e = s.get("https://a.com/hot/4").unwrap().unwrap();
     assert!(e.stale && e.stale_since_ms == p.issued_at_ms);
@@ -97,11 +97,11 @@ fn a_large_soft_purge_serves_stale_until_revalidated_and_the_sweep_marks_the_row
     // A revalidation started after the purge makes the object fresh again.
     let started = s.purge_seq();
     assert!(s.refresh_object(&ids[0], (b"m".to_vec(), b"h".to_vec()), u64::MAX / 2, started).unwrap());
-    assert_eq!(s.object_head(&ids[0]).unwrap().unwrap().0.stale_since_ms, 0);
+    assert_eq!(s.object_head(&ids[0]).unwrap().unwrap().rec.stale_since_ms, 0);
 
     sweep_all(&s, 5);
-    assert_eq!(s.object_head(&ids[0]).unwrap().unwrap().0.stale_since_ms, 0, "the sweep spares the refresh");
-    let (rec, _) = s.object_head(&ids[2]).unwrap().unwrap();
+    assert_eq!(s.object_head(&ids[0]).unwrap().unwrap().rec.stale_since_ms, 0, "the sweep spares the refresh");
+    let rec = s.object_head(&ids[2]).unwrap().unwrap().rec.clone();
     assert_eq!(rec.stale_since_ms, p.issued_at_ms, "now stored stale");
     assert!(all_entries(&s).iter().filter(|e| e.tags == ["hot"]).all(|e| e.stale || e.key == "https://a.com/hot/0"));
     assert_consistent(&s);
