@@ -53,6 +53,11 @@ pub struct NodeConfig {
     /// Zones and scoped tokens (docs/tenants.md); re-read on change and on
     /// SIGHUP. Unset: one default zone covering every host.
     pub tenants_file: Option<PathBuf>,
+    /// Purge requests a second this node takes for the default zone (no
+    /// tenants file), and the bucket's depth; a tenants file's zones set
+    /// their own.
+    pub default_zone_rate: u32,
+    pub default_zone_burst: u32,
     /// TLS for the gRPC API (unset: plain HTTP/2).
     pub api_tls: ServerTls,
     /// The Cloudflare- and Fastly-shaped HTTP purge APIs (docs/http-api.md).
@@ -121,6 +126,8 @@ impl Default for NodeConfig {
             tls: TlsConfig::default(),
             api_tokens: Vec::new(),
             tenants_file: None,
+            default_zone_rate: crate::tenants::DEFAULT_RATE,
+            default_zone_burst: crate::tenants::DEFAULT_BURST,
             api_tls: ServerTls::default(),
             http_api: HttpApiConfig::default(),
             protocol: ProtocolConfig::default(),
@@ -173,6 +180,12 @@ impl NodeConfig {
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return bad("log_format", "must be \"text\" or \"json\"");
+        }
+        if self.default_zone_rate == 0 {
+            return bad("default_zone_rate", "must be more than 0");
+        }
+        if self.default_zone_burst == 0 {
+            return bad("default_zone_burst", "must be more than 0");
         }
         self.edge.validate()?;
         self.api_tls.validate("api_tls")?;

@@ -313,7 +313,7 @@ def start_cluster(args):
     log = open(os.path.join(tempfile.gettempdir(), f"storm-dev-{os.getpid()}.log"), "w+")
     argv = [os.path.join(args.bin, "purgecast"), "dev", "--nodes", str(args.nodes), "--fresh",
             "--dir", args.dir, "--base-port", str(args.base_port), "--cluster-file", args.cluster_file,
-            "--pops", str(args.pops)]
+            "--pops", str(args.pops), "--purge-rate", str(args.purge_rate)]
     if not args.edges:
         argv.append("--no-edge")
     print("starting:", " ".join(argv), flush=True)
@@ -750,6 +750,9 @@ def parse_args():
     ap.add_argument("--modes", type=csv(str), default=["one", "spread"], help="one,spread")
     ap.add_argument("--kinds", type=csv(str), default=["url", "tag"], help="url,tag")
     ap.add_argument("--selectors", type=csv(int), default=[1, 10, 100], help="selectors per purge, 1-100 each")
+    ap.add_argument("--purge-rate", type=int, default=100000,
+                    help="each node's default-zone rate limit (purgecast dev --purge-rate); the default lifts "
+                         "it out of the way, so the runs find the purge plane's limit, not the API's")
     ap.add_argument("--rates", type=csv(float), default=[100, 200, 500, 1000, 2000], help="purges per second")
     ap.add_argument("--seconds", type=float, default=10.0, help="issue time of each run")
     ap.add_argument("--entry-node", type=int, default=0, help="the node every purge enters through in mode one")

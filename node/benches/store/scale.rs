@@ -300,6 +300,8 @@ impl Bench {
                         per_s(n, wall.elapsed())
                     ),
                 );
+                self.loaded = i;
+                self.curve_point("load", i)?;
                 (from, wall, in_store) = (i, Instant::now(), Duration::ZERO);
             }
         }

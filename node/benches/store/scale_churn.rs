@@ -88,6 +88,13 @@ fn nearest(counts: &[u64]) -> usize {
     counts.iter().enumerate().min_by_key(|&(_, c)| c.abs_diff(SCAN_TARGET)).map_or(0, |(k, _)| k)
 }
 
+/// `curve <phase> <x> <ms of each scan> <results of each scan>`.
+fn print_curve(phase: &str, x: u64, scans: &Scans) {
+    let times: Vec<String> = scans.times.iter().map(|t| format!("{:.3}", ms(*t))).collect();
+    let sizes: Vec<String> = scans.sizes.iter().map(u64::to_string).collect();
+    println!("curve {phase} {x} {} {}", times.join(" "), sizes.join(" "));
+}
+
 /// Median time and result size of each of SCANS.
 struct Scans {
     times: [Duration; 4],
@@ -150,6 +157,17 @@ impl std::fmt::Display for Storm {
 }
 
 impl Bench {
+    /// One point of the scan-time curves: the four scans over a host and a
+    /// tag of about SCAN_TARGET entries each, as a `curve` line on stdout
+    /// (`tests/bench/scale_plot.py` draws them).
+    pub(super) fn curve_point(&self, phase: &str, x: u64) -> Result<()> {
+        let tg = Targets::find(&self.gen, self.loaded);
+        let host = self.gen.realistic_host(tg.scan_host).to_string();
+        let scans = time_scans(live(&self.store)?, &host, &tag_name(tg.scan_tag))?;
+        print_curve(phase, x, &scans);
+        Ok(())
+    }
+
     pub(super) fn tombstones(&mut self) -> Result<()> {
         let t = Instant::now();
         let tg = Targets::find(&self.gen, self.loaded);
@@ -165,6 +183,7 @@ impl Bench {
         // cases' purges are long compacted on a real node.
         live(&self.store)?.compact_purged_ranges()?;
         let fresh = time_scans(live(&self.store)?, &host, &tag)?;
+        print_curve("churn", 0, &fresh);
         let (deleted, took) = self.churn(&tg, &host, &tag)?;
         self.say(
             &format!("churn: {deleted} entries deleted, put back"),
@@ -181,6 +200,7 @@ impl Bench {
         let runs = live(&self.store)?.compact_purged_ranges()?;
         self.say("  then compact_purged_ranges", format!("{runs} compactions in {:.1} s", t.elapsed().as_secs_f64()));
         let compacted = time_scans(live(&self.store)?, &host, &tag)?;
+        print_curve("compacted", deleted, &compacted);
         self.space("space after compaction")?;
         for (when, scans) in [("after the churn", &churned), ("after compaction", &compacted)] {
             if scans.sizes != fresh.sizes {
@@ -276,6 +296,8 @@ impl Bench {
             let settled = settle(live(&self.store)?)?;
             deleted += victims.len() as u64;
             self.check_count(&format!("after churn round {round}"))?;
+            // Uncompacted: the worst a node sees between two upkeeps.
+            print_curve("churn", deleted, &time_scans(live(&self.store)?, host, tag)?);
             self.progress(format!(
                 "churn round {round}/{ROUNDS}: {} deleted and put back ({} host purges, {} URLs); {settled}",
                 victims.len(),

@@ -239,9 +239,6 @@ impl Snapshot {
 
     /// Rate and burst of a zone's bucket.
     pub fn limit_of(&self, zone: &str) -> (u32, u32) {
-        self.tenancy
-            .as_ref()
-            .and_then(|t| t.zones.get(zone))
-            .map_or((super::zones::DEFAULT_RATE, super::zones::DEFAULT_BURST), |z| (z.rate, z.burst))
+        self.tenancy.as_ref().and_then(|t| t.zones.get(zone)).map_or(self.default_limit, |z| (z.rate, z.burst))
     }
 }

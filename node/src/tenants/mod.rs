@@ -29,14 +29,23 @@ use tokio::sync::watch;
 pub use access::{Identity, Refusal, DEFAULT_ZONE, MAX_NAMED, MAX_URLS};
 pub use file::{parse_time, FileError, Tenancy};
 pub use tokens::{AuthError, Permission, ZoneScope};
+pub use zones::{DEFAULT_BURST, DEFAULT_RATE};
 
 /// What one version of the tenants file (or its absence) says.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Snapshot {
     /// None: no tenants file.
     pub tenancy: Option<Tenancy>,
     /// The node's `api_tokens`: operator tokens, all zones, every right.
     api_tokens: Vec<String>,
+    /// Rate and burst of the default zone (no tenants file).
+    default_limit: (u32, u32),
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot { tenancy: None, api_tokens: Vec::new(), default_limit: (DEFAULT_RATE, DEFAULT_BURST) }
+    }
 }
 
 impl Snapshot {
@@ -67,6 +76,7 @@ pub struct Tenants {
     current: RwLock<Arc<Snapshot>>,
     path: Option<PathBuf>,
     api_tokens: Vec<String>,
+    default_limit: (u32, u32),
     limits: limits::Limits,
 }
 
@@ -77,7 +87,12 @@ pub(crate) fn now_secs() -> u64 {
 impl Tenants {
     /// Loads `path` (if given); a bad file at start-up is an error: the
     /// node has no last good one to fall back on.
-    pub fn load(path: Option<&Path>, api_tokens: Vec<String>) -> Result<Arc<Tenants>, FileError> {
+    /// `default_limit`: rate and burst of the default zone.
+    pub fn load(
+        path: Option<&Path>,
+        api_tokens: Vec<String>,
+        default_limit: (u32, u32),
+    ) -> Result<Arc<Tenants>, FileError> {
         let tenancy = path.map(file::load).transpose()?;
         if let Some(t) = &tenancy {
             report(t);
@@ -85,11 +100,12 @@ impl Tenants {
                 tracing::warn!("tenants file has zones but no tokens: the API is open to anyone who reaches it");
             }
         }
-        let snap = Snapshot { tenancy, api_tokens: api_tokens.clone() };
+        let snap = Snapshot { tenancy, api_tokens: api_tokens.clone(), default_limit };
         Ok(Arc::new(Tenants {
             current: RwLock::new(Arc::new(snap)),
             path: path.map(Path::to_path_buf),
             api_tokens,
+            default_limit,
             limits: limits::Limits::default(),
         }))
     }
@@ -106,7 +122,11 @@ impl Tenants {
             Ok(t) => {
                 report(&t);
                 self.limits.retain(|z| t.zones.get(z).is_some());
-                let snap = Snapshot { tenancy: Some(t), api_tokens: self.api_tokens.clone() };
+                let snap = Snapshot {
+                    tenancy: Some(t),
+                    api_tokens: self.api_tokens.clone(),
+                    default_limit: self.default_limit,
+                };
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
                 metrics::counter!("purgecast_tenants_reloads_total", "result" => "ok").increment(1);
                 metrics::gauge!("purgecast_tenants_file_valid").set(1.0);
@@ -176,4 +196,21 @@ impl Tenants {
 fn report(t: &Tenancy) {
     metrics::gauge!("purgecast_tenants_zones").set(t.zones.len() as f64);
     metrics::gauge!("purgecast_tenants_tokens").set(t.tokens.len() as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_zone_takes_the_configured_rate_and_burst() {
+        let tenants = Tenants::load(None, Vec::new(), (2, 3)).unwrap();
+        let snap = tenants.snapshot();
+        assert_eq!(snap.limit_of(""), (2, 3));
+        for _ in 0..3 {
+            assert!(tenants.take(&snap, "").is_ok(), "the bucket is 3 deep");
+        }
+        assert!(matches!(tenants.take(&snap, ""), Err(Refusal::Limited { .. })));
+        assert_eq!(Snapshot::default().limit_of(""), (DEFAULT_RATE, DEFAULT_BURST));
+    }
 }

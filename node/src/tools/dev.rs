@@ -45,6 +45,11 @@ pub struct DevArgs {
     /// passed through). Default: a built-in demo origin (`purgecast origin`).
     #[arg(long)]
     pub origin: Option<String>,
+    /// Purge requests a second each node takes for the default zone (no
+    /// tenants file; `default_zone_rate`, bucket 10x as deep). Raise it to
+    /// benchmark purge storms.
+    #[arg(long, default_value_t = crate::tenants::DEFAULT_RATE)]
+    pub purge_rate: u32,
     /// Start the nodes without their HTTP edges.
     #[arg(long)]
     pub no_edge: bool,
@@ -129,6 +134,8 @@ fn node_config(args: &DevArgs, i: usize, certs: &Path, origin: Option<&str>) -> 
         tls: TlsConfig { ca: paths.ca, cert: paths.cert, key: paths.key },
         api_tokens: args.token.iter().cloned().collect(),
         tenants_file: args.tenants_file.clone(),
+        default_zone_rate: args.purge_rate.max(1),
+        default_zone_burst: args.purge_rate.max(1).saturating_mul(10),
         http_api: crate::config::HttpApiConfig {
             listen: Some(([127, 0, 0, 1], port(6000)?).into()),
             ..Default::default()
