@@ -1,12 +1,30 @@
 //! The edge's metrics, named in one place (the dashboards and alerts in
 //! deploy/monitoring reference these names; a test checks they exist).
 
-use metrics::{counter, gauge};
+use std::sync::OnceLock;
+
+use metrics::{counter, gauge, Counter};
+
+/// The `outcome` labels of `purgecast_edge_requests_total`.
+const OUTCOMES: [&str; 6] = ["hit", "miss", "stale", "revalidated", "bypass", "error"];
+
+/// Handles of the counters every request touches, looked up once: a lookup
+/// in the registry hashes the name and labels each time. The recorder is
+/// installed before the edge serves, so the first lookup finds it.
+fn per_request(slot: &'static OnceLock<Counter>, make: impl FnOnce() -> Counter) -> &'static Counter {
+    slot.get_or_init(make)
+}
 
 /// How a request was answered, the `outcome` label of
 /// `purgecast_edge_requests_total`.
 pub(crate) fn request(outcome: &'static str, collapsed: bool) {
-    counter!("purgecast_edge_requests_total", "outcome" => outcome).increment(1);
+    static BY_OUTCOME: [OnceLock<Counter>; OUTCOMES.len()] = [const { OnceLock::new() }; OUTCOMES.len()];
+    match OUTCOMES.iter().position(|o| *o == outcome) {
+        Some(i) => {
+            per_request(&BY_OUTCOME[i], || counter!("purgecast_edge_requests_total", "outcome" => outcome)).increment(1)
+        }
+        None => counter!("purgecast_edge_requests_total", "outcome" => outcome).increment(1),
+    }
     if collapsed {
         counter!("purgecast_edge_collapsed_requests_total").increment(1);
     }
@@ -27,12 +45,14 @@ pub(crate) fn origin_error() {
 }
 
 pub(crate) fn bytes_served(n: usize) {
-    counter!("purgecast_edge_hit_bytes_total").increment(n as u64);
+    static C: OnceLock<Counter> = OnceLock::new();
+    per_request(&C, || counter!("purgecast_edge_hit_bytes_total")).increment(n as u64);
 }
 
 /// Body bytes sent to clients, hits and misses alike.
 pub(crate) fn served(n: usize) {
-    counter!("purgecast_edge_served_bytes_total").increment(n as u64);
+    static C: OnceLock<Counter> = OnceLock::new();
+    per_request(&C, || counter!("purgecast_edge_served_bytes_total")).increment(n as u64);
 }
 
 pub(crate) fn revalidated() {
@@ -71,7 +91,7 @@ pub(crate) fn caught_up(yes: bool) {
 /// Registers every series at zero, so dashboards and alerts find them on a
 /// node that has not served anything yet.
 pub(crate) fn describe() {
-    for outcome in ["hit", "miss", "stale", "revalidated", "bypass", "error"] {
+    for outcome in OUTCOMES {
         counter!("purgecast_edge_requests_total", "outcome" => outcome).absolute(0);
     }
     for status in ["2xx", "3xx", "4xx", "5xx"] {

@@ -17,6 +17,7 @@
 mod config;
 mod conn;
 mod eviction;
+mod meta;
 mod metrics;
 mod proxy;
 mod purge;

@@ -3,7 +3,7 @@
 //! whole object to the store in one batch, with its index entry.
 
 use std::any::Any;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -15,13 +15,12 @@ use pingora_cache::storage::{
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::CacheMeta;
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::ResponseHeader;
 use purgecast_core::parse_url;
 
 use super::eviction::Lru;
 use super::metrics;
 use super::tags::Tags;
-use crate::store::{object_id, Fill, FillOutcome, Head, ObjectId, ObjectRecord, Store, CHUNK_BYTES};
+use crate::store::{object_id, Fill, FillOutcome, ObjectId, ObjectRecord, Store, CHUNK_BYTES};
 
 /// Put in the cache key's extensions when the key is made, before the
 /// lookup: the purge sequence a fill for this key is checked against.
@@ -57,28 +56,6 @@ fn expires_at_ms(meta: &CacheMeta) -> u64 {
     ms(meta.fresh_until()).saturating_add(u64::from(windows) * 1000)
 }
 
-/// A stored object's `CacheMeta`. Its response head (zstd-compressed, the
-/// costly part) is decoded once per copy and kept with it, so a hit on the
-/// hot tier only decodes the small internal part: pingora's `CacheMeta` is
-/// not `Clone`, but its head can be swapped in.
-fn decode_meta(head: &Head) -> Result<CacheMeta> {
-    static BARE: OnceLock<Vec<u8>> = OnceLock::new();
-    let header: ResponseHeader = head.decoded(|rec| {
-        CacheMeta::deserialize(&rec.meta_internal, &rec.meta_header).map(|m| m.response_header_copy())
-    })?;
-    let bare = match BARE.get() {
-        Some(b) => b,
-        None => {
-            let (_, h) =
-                CacheMeta::new(UNIX_EPOCH, UNIX_EPOCH, 0, 0, ResponseHeader::build(200, Some(0))?).serialize()?;
-            BARE.get_or_init(|| h)
-        }
-    };
-    let mut meta = CacheMeta::deserialize(&head.rec.meta_internal, bare)?;
-    *meta.response_header_mut() = header;
-    Ok(meta)
-}
-
 fn started(key: &CacheKey) -> u64 {
     // A key made elsewhere has no start: 0 is the most cautious answer (any
     // purge since the store opened drops the fill).
@@ -107,7 +84,7 @@ impl Storage for RocksStorage {
         let id = id_of(key);
         let head = self.store.object_head(&id).map_err(|e| internal("object lookup", e))?;
         let Some(head) = head else { return Ok(None) };
-        let meta = decode_meta(&head)?;
+        let meta = super::meta::decode(&head)?;
         self.lru.touch(&id);
         let rec = &head.rec;
         let hit = RocksHit {
