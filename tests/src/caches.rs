@@ -95,8 +95,24 @@ pub struct Cache {
 impl Cache {
     /// Starts `kind` in `dir` in front of `origin` (`host:port`).
     pub async fn start(kind: Kind, dir: &Path, origin: &str) -> Result<Cache> {
+        // A port can be taken by another process between `free_port` and
+        // the cache's bind: the cache then exits, while `wait_listening`
+        // may already have reached the other listener. A cache that dies
+        // right after it seemed to listen is started again on a new port.
+        let mut last = None;
+        for _ in 0..3 {
+            let mut cache = Cache::start_on(kind, dir, origin, free_port()?).await?;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            match cache.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(status))) => last = Some(format!("exited ({status}): {}", cache.log())),
+                _ => return Ok(cache),
+            }
+        }
+        bail!("{kind:?} did not stay up on three ports: {}", last.unwrap_or_default())
+    }
+
+    async fn start_on(kind: Kind, dir: &Path, origin: &str, port: u16) -> Result<Cache> {
         std::fs::create_dir_all(dir)?;
-        let port = free_port()?;
         let (origin_host, origin_port) = origin.rsplit_once(':').context("origin must be host:port")?;
         let vars = [
             ("PORT", port.to_string()),
