@@ -160,7 +160,13 @@ pub fn disk_bytes(dir: &Path) -> Result<u64> {
     let mut total = 0;
     for e in std::fs::read_dir(dir)? {
         let e = e?;
-        let m = e.metadata()?;
+        // A background compaction may delete a file between the listing
+        // and this look.
+        let m = match e.metadata() {
+            Ok(m) => m,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err.into()),
+        };
         total += if m.is_dir() { disk_bytes(&e.path())? } else { m.blocks() * 512 };
     }
     Ok(total)

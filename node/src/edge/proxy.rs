@@ -160,11 +160,11 @@ impl ProxyHttp for Edge {
     }
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
-        let url = match ctx.url.clone() {
-            Some(url) => url,
-            None => Edge::url_of(session.req_header())
-                .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "no cache key for this request"))?,
-        };
+        let url = ctx
+            .url
+            .clone()
+            .or_else(|| Edge::url_of(session.req_header()))
+            .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "no cache key for this request"))?;
         let mut key = CacheKey::new(url, "");
         key.extensions.insert(FillStart(self.storage.store.purge_seq()));
         key.extensions.insert(FillZone(ctx.zone.clone()));

@@ -35,6 +35,13 @@ pub struct ApplyOutcome {
 /// deletion-triggered compaction rather than queueing a manual one.
 const COMPACT_MIN_REMOVED: u64 = 64;
 
+/// A selector's index rows, read before the purge is applied.
+struct Rows {
+    cf: &'static str,
+    range: Range,
+    keys: Keys,
+}
+
 /// Builds one WriteBatch for a run of purges. The database does not show
 /// the batch's own changes until it is written, so later purges of the same
 /// batch read entries through `overlay`: an entry deleted by an earlier
@@ -156,8 +163,9 @@ impl<'s> Builder<'s> {
         Ok(())
     }
 
-    /// Matches the entries `keys`, read from the index rows of `range`.
-    fn index_scan(&mut self, run: &mut Run<'_>, cf: &'static str, range: Range, keys: Vec<Vec<u8>>) -> Result<()> {
+    /// Matches the entries `rows` names.
+    fn index_scan(&mut self, run: &mut Run<'_>, rows: Rows) -> Result<()> {
+        let Rows { cf, range, keys } = rows;
         let before = run.out.removed;
         for (k, e) in self.resolve(keys)? {
             self.visit(run, k, e)?;
@@ -216,12 +224,12 @@ impl<'s> Builder<'s> {
         })
     }
 
-    /// The entry keys each selector's index rows name (by position; None
-    /// for URLs, a hard everything and after a wipe), read once, or None
-    /// when together they name more than `defer_over` entries: the purge is
-    /// then deferred, and reading stopped at that bound.
-    fn read_rows(&self, purge: &Purge, selectors: &[Selector]) -> Result<Option<Vec<Option<Keys>>>> {
-        let mut out: Vec<Option<Keys>> = selectors.iter().map(|_| None).collect();
+    /// The index rows each selector names (by position; None for URLs, a
+    /// hard everything and after a wipe), read once, or None when together
+    /// they name more than `defer_over` entries: the purge is then
+    /// deferred, and reading stopped at that bound.
+    fn read_rows(&self, purge: &Purge, selectors: &[Selector]) -> Result<Option<Vec<Option<Rows>>>> {
+        let mut out: Vec<Option<Rows>> = selectors.iter().map(|_| None).collect();
         if self.wiped {
             return Ok(Some(out));
         }
@@ -239,7 +247,7 @@ impl<'s> Builder<'s> {
             if seen > bound {
                 return Ok(None);
             }
-            out[i] = Some(keys);
+            out[i] = Some(Rows { cf, range, keys });
         }
         Ok(Some(out))
     }
@@ -276,9 +284,8 @@ impl<'s> Builder<'s> {
                 // Hosts, prefixes, tags, a zone's everything: the rows read
                 // above (none after a wipe: nothing is left to match).
                 _ => {
-                    let keys = rows.as_mut().and_then(|r| r.get_mut(i)).and_then(Option::take);
-                    if let (Some(keys), Some((cf, range, _))) = (keys, deferred::index_range(purge, sel)) {
-                        self.index_scan(&mut run, cf, range, keys)?;
+                    if let Some(r) = rows.as_mut().and_then(|r| r.get_mut(i)).and_then(Option::take) {
+                        self.index_scan(&mut run, r)?;
                     }
                 }
             }

@@ -319,13 +319,14 @@ impl Store {
         self.db.write_opt(batch, &self.write_opts(false))?;
         self.count.store(count, Ordering::Release);
         self.forget_objects(&dropped);
+        let body_len = fill.record.body_len;
         let first = (!chunks.is_empty()).then(|| Bytes::from(chunks.swap_remove(0)));
-        self.hot.replace(fill.id, Head::new(fill.record.clone(), first));
+        self.hot.replace(fill.id, Head::new(fill.record, first));
         let replaced = old.map(|o| o.body_len);
         if replaced.is_none() {
             self.objects.fetch_add(1, Ordering::AcqRel);
         }
-        self.object_bytes.fetch_add(fill.record.body_len, Ordering::AcqRel);
+        self.object_bytes.fetch_add(body_len, Ordering::AcqRel);
         self.object_bytes.fetch_sub(replaced.unwrap_or(0), Ordering::AcqRel);
         drop(w);
         Ok(FillOutcome::Stored { replaced })
