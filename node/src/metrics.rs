@@ -48,6 +48,9 @@ fn describe() {
     ] {
         metrics::counter!(name).increment(0);
     }
+    for kind in ["ranges", "full"] {
+        metrics::counter!("purgecast_store_compactions_total", "kind" => kind).increment(0);
+    }
     // Every `purgecast_core::Message::kind`.
     for kind in ["push", "applied", "digest", "catchup", "join", "members", "ping", "ping_ack", "ping_req", "leave"] {
         metrics::counter!("purgecast_peer_messages_rejected_total", "kind" => kind).increment(0);

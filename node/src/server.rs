@@ -17,7 +17,7 @@ use crate::health::{Health, SERVING};
 use crate::metrics as node_metrics;
 use crate::protocol::{self, applier, Channels, Driver, Parts};
 use crate::sink;
-use crate::store::{Store, StoreOptions};
+use crate::store::{spawn_compactor, Store, StoreOptions};
 use crate::tenants::Tenants;
 use crate::tls;
 use crate::transport::{Transport, TransportOptions, WanHandle};
@@ -47,7 +47,12 @@ pub enum NodeError {
     Tenants(#[from] crate::tenants::FileError),
     #[error("http api: cannot listen on {addr}: {source}")]
     HttpApi { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot start the compaction thread: {0}")]
+    Thread(std::io::Error),
 }
+
+/// Pause between two rounds of the store's compaction of purged ranges.
+const COMPACT_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs a node until `shutdown` turns true.
 pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
@@ -91,6 +96,8 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
 
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let apply = applier::spawn(store.clone(), protocol.retention, done_tx, health.clone());
+    // Held until the node stops; compaction runs beside the applies.
+    let _compactor = spawn_compactor(&store, COMPACT_EVERY).map_err(NodeError::Thread)?;
     let (handle, commands) = protocol::command_channel(me.clone());
     // A node with nothing stored, or no cluster to hear from, has nothing
     // it could serve that the cluster purged while it was away.

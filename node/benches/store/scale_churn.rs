@@ -197,8 +197,13 @@ impl Bench {
         let churned = time_scans(live(&self.store)?, &host, &tag)?;
         self.space("space after the churn")?;
         let t = Instant::now();
+        let fulls = live(&self.store)?.full_compactions();
         let runs = live(&self.store)?.compact_purged_ranges()?;
-        self.say("  then compact_purged_ranges", format!("{runs} compactions in {:.1} s", t.elapsed().as_secs_f64()));
+        let whole = if live(&self.store)?.full_compactions() > fulls { ", the index families whole" } else { "" };
+        self.say(
+            "  then compact_purged_ranges",
+            format!("{runs} compactions{whole} in {:.1} s", t.elapsed().as_secs_f64()),
+        );
         let compacted = time_scans(live(&self.store)?, &host, &tag)?;
         print_curve("compacted", deleted, &compacted);
         self.space("space after compaction")?;

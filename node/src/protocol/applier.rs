@@ -215,9 +215,6 @@ impl Worker {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "removing expired entries failed"),
         }
-        if let Err(e) = store.compact_purged_ranges() {
-            tracing::warn!(error = %e, "compacting purged ranges failed");
-        }
         metrics::gauge!("purgecast_index_entries").set(store.count_all() as f64);
     }
 }

@@ -319,7 +319,7 @@ impl<'s> Builder<'s> {
         self.batch.put_cf(self.cfs.meta, META_PURGE_SEQ, codec::encode_u64(self.seq));
         let store = self.store;
         store.db.write_opt(self.batch, &store.write_opts(store.opts.sync))?;
-        store.count.store(self.count, Ordering::Release);
+        store.set_count(self.count);
         if self.wiped {
             store.forget_all_objects();
             store.clear_deferred(w);

@@ -3,11 +3,18 @@
 //! A purged host or tag leaves a run of tombstones that every later scan of
 //! nearby keys would step over until compaction drops them. Purges record
 //! the ranges they emptied here; the node calls
-//! [`Store::compact_purged_ranges`] periodically, off the purge path.
-//! Small scattered deletions are left to the deletion-triggered compaction
-//! configured at open.
+//! [`Store::compact_purged_ranges`] periodically from its own thread, off
+//! the purge path. Small scattered deletions are left to the
+//! deletion-triggered compaction configured at open, until they add up:
+//! once the entries removed since the last full compaction reach a share
+//! of the store, the index families are compacted whole. Ranges alone left
+//! scans 2.6 to 4.8x slower than on a fresh store after 10M deletes
+//! (docs/benchmarks.md): the re-filled ranges and the scattered URL
+//! deletes of the `entries` family stay spread over levels.
 
 use std::collections::BTreeMap;
+
+use rocksdb::{BottommostLevelCompaction, CompactOptions};
 
 use super::codec::Range;
 use super::*;
@@ -15,6 +22,13 @@ use super::*;
 /// Past this many pending ranges in one family, compact all of it instead:
 /// bounded memory, and by then most of it is dirty anyway.
 const MAX_RANGES: usize = 256;
+/// A full compaction of the index families is due once the entries removed
+/// since the last one are at least this many (`StoreOptions::compact_whole_after`)...
+pub(crate) const FULL_MIN_REMOVED: u64 = 100_000;
+/// ...and at least 1/`FULL_SHARE` of the entries there were (live plus
+/// removed). Each full compaction rewrites the index once, so its cost per
+/// removed entry stays bounded: a quarter of the store's size.
+const FULL_SHARE: u64 = 4;
 
 #[derive(Debug, Default)]
 struct CfDirty {
@@ -63,7 +77,43 @@ fn merge(mut ranges: Vec<Range>) -> Vec<Range> {
     out
 }
 
+/// Manual compactions run beside automatic ones: an exclusive one (RocksDB's
+/// default) holds back flushes' compactions, and a multi-minute full
+/// compaction would then stall writes on level-0 files.
+fn options(full: bool) -> CompactOptions {
+    let mut o = CompactOptions::default();
+    o.set_exclusive_manual_compaction(false);
+    if full {
+        // Rewrite the last level too (once), or its tombstones and the
+        // overlap of re-filled ranges stay.
+        o.set_bottommost_level_compaction(BottommostLevelCompaction::ForceOptimized);
+    }
+    o
+}
+
 impl Store {
+    /// Publishes the entry count a committed batch left; what it removed
+    /// counts toward the next full compaction. Call it after the write.
+    pub(crate) fn set_count(&self, count: u64) {
+        let before = self.count.swap(count, Ordering::AcqRel);
+        if count < before {
+            self.removed_since_full.fetch_add(before - count, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the index families are due a full compaction (see
+    /// [`FULL_SHARE`]).
+    fn full_compaction_due(&self) -> bool {
+        let removed = self.removed_since_full.load(Ordering::Relaxed);
+        removed >= self.opts.compact_whole_after.max(1)
+            && removed.saturating_mul(FULL_SHARE) >= self.count_all().saturating_add(removed)
+    }
+
+    /// Full compactions of the index families run since the store opened.
+    pub fn full_compactions(&self) -> u64 {
+        self.full_compactions.load(Ordering::Relaxed)
+    }
+
     /// Records ranges emptied by a committed batch (None = the whole family).
     pub(crate) fn mark_dirty(&self, ranges: Vec<(&'static str, Option<Range>)>) {
         if ranges.is_empty() {
@@ -83,23 +133,40 @@ impl Store {
     }
 
     /// Compacts every range hard purges emptied since the last call, so
-    /// their tombstones stop slowing scans. Blocking; call it from a
-    /// blocking task. Returns the number of compactions run.
+    /// their tombstones stop slowing scans, or the whole index families
+    /// when the entries removed since their last full compaction are a
+    /// quarter of the store. Blocking, for minutes on a store of millions
+    /// (writes go on meanwhile): call it from its own thread. Returns the
+    /// number of compactions run.
     pub fn compact_purged_ranges(&self) -> Result<usize> {
+        let full = self.full_compaction_due();
+        if full {
+            self.removed_since_full.store(0, Ordering::Relaxed);
+        }
         let work = {
             let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
             std::mem::take(&mut dirty.by_cf)
         };
         let mut runs = 0;
+        if full {
+            for name in [CF_ENTRIES, CF_BY_HOST, CF_BY_TAG] {
+                self.db.compact_range_cf_opt(self.cf(name)?, None::<&[u8]>, None::<&[u8]>, &options(true));
+                runs += 1;
+            }
+            self.full_compactions.fetch_add(1, Ordering::Relaxed);
+        }
         for (name, d) in work {
+            if full && [CF_ENTRIES, CF_BY_HOST, CF_BY_TAG].contains(&name) {
+                continue;
+            }
             let cf = self.cf(name)?;
             if d.whole {
-                self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+                self.db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &options(false));
                 runs += 1;
                 continue;
             }
             for r in merge(d.ranges) {
-                self.db.compact_range_cf(cf, Some(&r.lower), Some(&r.upper));
+                self.db.compact_range_cf_opt(cf, Some(&r.lower), Some(&r.upper), &options(false));
                 runs += 1;
             }
         }

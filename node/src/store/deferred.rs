@@ -286,7 +286,7 @@ impl Store {
         }
         batch.put_cf(cfs.meta, META_COUNT, codec::encode_u64(sweep.count));
         self.db.write_opt(batch, &self.write_opts(false))?;
-        self.count.store(sweep.count, Ordering::Release);
+        self.set_count(sweep.count);
         self.forget_objects(&dropped);
         self.mark_dirty(sweep.dirty);
         let swept = sweep.swept;

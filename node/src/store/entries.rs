@@ -130,7 +130,7 @@ impl Store {
         }
         batch.put_cf(cfs.meta, META_COUNT, codec::encode_u64(count));
         self.db.write_opt(batch, &self.write_opts(false))?;
-        self.count.store(count, Ordering::Release);
+        self.set_count(count);
         Ok(fresh.len())
     }
 
@@ -266,7 +266,7 @@ impl Store {
             }
             batch.put_cf(cfs.meta, META_PURGE_SEQ, codec::encode_u64(seq));
             self.db.write_opt(batch, &self.write_opts(self.opts.sync))?;
-            self.count.store(0, Ordering::Release);
+            self.set_count(0);
             self.forget_all_objects();
             self.clear_deferred(&mut w);
             self.purge_seq.store(seq, Ordering::Release);
@@ -315,7 +315,7 @@ impl Store {
         let count = self.count_all().saturating_sub(removed);
         batch.put_cf(cfs.meta, META_COUNT, codec::encode_u64(count));
         self.db.write_opt(batch, &self.write_opts(false))?;
-        self.count.store(count, Ordering::Release);
+        self.set_count(count);
         self.forget_objects(&dropped);
         Ok(removed)
     }

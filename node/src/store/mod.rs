@@ -27,6 +27,7 @@
 mod apply;
 mod codec;
 mod compact;
+mod compactor;
 mod deferred;
 mod entries;
 mod hot;
@@ -61,6 +62,7 @@ use rocksdb::{ColumnFamily, WriteOptions, DB};
 
 pub use apply::ApplyOutcome;
 pub use codec::CodecError;
+pub use compactor::{spawn_compactor, Compactor};
 pub use deferred::SweepOutcome;
 #[cfg(any(test, feature = "test-util"))]
 pub use entries::IndexStats;
@@ -140,6 +142,9 @@ pub struct StoreOptions {
     /// besides the block cache, most recently served first (see [`hot`]);
     /// 0 = none.
     pub hot_bytes: u64,
+    /// Entries removed, at least, before the index families are compacted
+    /// whole (and a quarter of the store; see [`compact`]).
+    pub compact_whole_after: u64,
 }
 
 impl Default for StoreOptions {
@@ -151,6 +156,7 @@ impl Default for StoreOptions {
             sinks: Vec::new(),
             defer_over: deferred::DEFER_OVER,
             hot_bytes: 64 << 20,
+            compact_whole_after: compact::FULL_MIN_REMOVED,
         }
     }
 }
@@ -204,6 +210,10 @@ pub struct Store {
     /// changes it, mirrored here for lock-free reads.
     count: AtomicU64,
     dirty: Mutex<Dirty>,
+    /// Entries removed since the last full compaction of the index
+    /// families (see [`compact`]); not persisted, so a restart starts over.
+    removed_since_full: AtomicU64,
+    full_compactions: AtomicU64,
     /// Purges applied so far (persisted in `meta` with each purge batch).
     purge_seq: AtomicU64,
     /// Stored objects and their body bytes (counted at open).

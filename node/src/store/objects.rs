@@ -317,7 +317,7 @@ impl Store {
         batch.put_cf(cfs.meta, META_COUNT, codec::encode_u64(count));
         // Cached content need not survive an OS crash: no fsync.
         self.db.write_opt(batch, &self.write_opts(false))?;
-        self.count.store(count, Ordering::Release);
+        self.set_count(count);
         self.forget_objects(&dropped);
         let body_len = fill.record.body_len;
         let first = (!chunks.is_empty()).then(|| Bytes::from(chunks.swap_remove(0)));
@@ -388,7 +388,7 @@ impl Store {
         }
         self.db.write_opt(batch, &self.write_opts(false))?;
         self.hot.forget([id]);
-        self.count.store(count, Ordering::Release);
+        self.set_count(count);
         self.objects.fetch_sub(1, Ordering::AcqRel);
         self.object_bytes.fetch_sub(rec.body_len, Ordering::AcqRel);
         Ok(Some(rec.body_len))

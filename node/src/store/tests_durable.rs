@@ -142,6 +142,47 @@ fn large_hard_purges_queue_compactions() {
     assert_consistent(&s);
 }
 
+/// Tombstones RocksDB's SST files of `cf` hold (table properties, so
+/// flushed files only).
+fn tombstones(s: &Store, cf: &'static str) -> u64 {
+    let props = s.db.property_value_cf(s.cf(cf).unwrap(), "rocksdb.aggregated-table-properties").unwrap().unwrap();
+    let field = props.split(';').map(str::trim).find_map(|f| f.strip_prefix("# deletions=")).unwrap();
+    field.parse().unwrap()
+}
+
+#[test]
+fn many_scattered_removals_compact_the_index_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions { sync: false, compact_whole_after: 100, ..StoreOptions::default() };
+    let s = Store::open(dir.path(), opts).unwrap();
+    let inputs: Vec<_> = (0..400).map(|i| input(&format!("https://a.com/{i}"), &[&format!("t{}", i % 7)])).collect();
+    s.put_entries(&inputs).unwrap();
+    // URL purges mark no range: only the count of removals can call for it.
+    let urls =
+        |from: u64, to: u64| (from..to).map(|i| Selector::url(&format!("https://a.com/{}", i * 4)).unwrap()).collect();
+    s.apply_purge(&purge(1, Mode::Hard, urls(0, 60)), 1).unwrap();
+    assert_eq!(s.pending_compactions(), 0);
+    assert_eq!(s.compact_purged_ranges().unwrap(), 0, "60 removed: under the minimum");
+    s.apply_purge(&purge(2, Mode::Hard, urls(60, 100)), 2).unwrap();
+    for cf in [CF_ENTRIES, CF_BY_HOST, CF_BY_TAG] {
+        s.db.flush_cf(s.cf(cf).unwrap()).unwrap();
+        assert!(tombstones(&s, cf) >= 100, "{cf} holds the purges' tombstones");
+    }
+    assert_eq!(s.full_compactions(), 0);
+    assert_eq!(s.compact_purged_ranges().unwrap(), 3, "100 of 400: a quarter, so all three families");
+    assert_eq!(s.full_compactions(), 1);
+    for cf in [CF_ENTRIES, CF_BY_HOST, CF_BY_TAG] {
+        assert_eq!(tombstones(&s, cf), 0, "{cf} compacted to its last level");
+    }
+    assert_eq!(s.count_all(), 300);
+    assert_eq!(s.count_by_host("a.com").unwrap(), 300);
+    assert_eq!(s.get("https://a.com/4").unwrap(), None);
+    assert!(s.get("https://a.com/5").unwrap().is_some());
+    assert_consistent(&s);
+    assert_eq!(s.compact_purged_ranges().unwrap(), 0, "the count starts over");
+    assert_eq!(s.full_compactions(), 1);
+}
+
 #[test]
 fn damaged_rows_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
