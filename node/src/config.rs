@@ -58,6 +58,10 @@ pub struct NodeConfig {
     /// their own.
     pub default_zone_rate: u32,
     pub default_zone_burst: u32,
+    /// Frames queued for a peer at once go in one QUIC stream (see
+    /// `transport/batch.rs`). Nodes of builds before batches cannot read
+    /// them: false while such nodes remain in the cluster.
+    pub batch_peer_frames: bool,
     /// TLS for the gRPC API (unset: plain HTTP/2).
     pub api_tls: ServerTls,
     /// The Cloudflare- and Fastly-shaped HTTP purge APIs (docs/http-api.md).
@@ -128,6 +132,7 @@ impl Default for NodeConfig {
             tenants_file: None,
             default_zone_rate: crate::tenants::DEFAULT_RATE,
             default_zone_burst: crate::tenants::DEFAULT_BURST,
+            batch_peer_frames: true,
             api_tls: ServerTls::default(),
             http_api: HttpApiConfig::default(),
             protocol: ProtocolConfig::default(),

@@ -77,8 +77,13 @@ pub async fn run(cfg: NodeConfig, mut shutdown: watch::Receiver<bool>) -> Result
     flush_if_down_too_long(&store, protocol.retention)?;
     let identity = tls::load_identity(&cfg.tls.cert, &cfg.tls.key, &cfg.tls.ca)?;
     let wan_handle = wan_layer(cfg.wan_emulation.as_deref()).await?;
-    let (transport, inbound) =
-        Transport::bind(cfg.listen_peer, &identity, TransportOptions::default(), wan_handle).await?;
+    let (transport, inbound) = Transport::bind(
+        cfg.listen_peer,
+        &identity,
+        TransportOptions { batch: cfg.batch_peer_frames, ..TransportOptions::default() },
+        wan_handle,
+    )
+    .await?;
 
     let me = Member::new(
         NodeId::from_name(&cfg.name),

@@ -1,8 +1,8 @@
 //! Peer transport: one quinn endpoint per node (server and client at once),
 //! mutual TLS, persistent per-peer connections.
 //!
-//! Framing: one unidirectional stream per frame. The transport moves raw
-//! bytes; the driver decodes them with `purgecast_core::wire::decode` and
+//! Framing: one unidirectional stream per frame, or per batch of the frames
+//! queued for a peer at once ([`batch`]). The transport moves raw bytes; the driver decodes them with `purgecast_core::wire::decode` and
 //! checks the claimed sender against [`Inbound::peer_name`].
 //!
 //! Overload: every peer has a bounded queue (frames and bytes); a frame that
@@ -11,6 +11,7 @@
 //! slow driver stalls stream reads, QUIC flow control stalls the senders, and
 //! their queues overflow, counted, on their side.
 
+mod batch;
 mod peer;
 mod recv;
 mod stats;
@@ -70,6 +71,9 @@ pub struct TransportOptions {
     pub peer_idle: Duration,
     /// Bound on the graceful part of [`Transport::close`].
     pub close_timeout: Duration,
+    /// Send the frames queued for a peer at once in one stream (see
+    /// [`batch`]); every build that has batches reads them either way.
+    pub batch: bool,
 }
 
 impl Default for TransportOptions {
@@ -87,6 +91,7 @@ impl Default for TransportOptions {
             backoff_max: Duration::from_secs(5),
             peer_idle: Duration::from_secs(120),
             close_timeout: Duration::from_secs(2),
+            batch: true,
         }
     }
 }

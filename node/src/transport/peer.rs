@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout, Instant};
 
 use super::stats::Counter;
-use super::{recv, PeerQueue, Shared};
+use super::{batch, recv, PeerQueue, Shared};
 
 pub(super) fn spawn(shared: Arc<Shared>, addr: String) -> PeerQueue {
     let (tx, rx) = mpsc::channel(shared.opts.queue_frames);
@@ -31,6 +31,7 @@ pub(super) fn spawn(shared: Arc<Shared>, addr: String) -> PeerQueue {
         last: None,
         failures: 0,
         retry_at: None,
+        spare: None,
     };
     PeerQueue { id, tx, queued_bytes, reset, task: runtime.spawn(peer.run()) }
 }
@@ -50,6 +51,9 @@ struct Peer {
     last: Option<SendStream>,
     failures: u32,
     retry_at: Option<Instant>,
+    /// A frame taken from the queue that did not fit in the last batch; it
+    /// leads the next one (still counted in `queued`).
+    spare: Option<(u64, Bytes)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,15 +85,22 @@ enum WriteFail {
 impl Peer {
     async fn run(mut self) {
         loop {
-            let (gen, frame) = match timeout(self.shared.opts.peer_idle, self.rx.recv()).await {
-                Ok(Some(item)) => item,
-                // The transport is closing and the queue is drained.
-                Ok(None) => break,
-                Err(_) if self.retire() => break,
-                Err(_) => continue,
+            let first = match self.spare.take() {
+                Some(item) => item,
+                None => match timeout(self.shared.opts.peer_idle, self.rx.recv()).await {
+                    Ok(Some(item)) => item,
+                    // The transport is closing and the queue is drained.
+                    Ok(None) => break,
+                    Err(_) if self.retire() => break,
+                    Err(_) => continue,
+                },
             };
-            self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
-            self.deliver(gen, frame).await;
+            self.queued.fetch_sub(first.1.len(), Ordering::Relaxed);
+            let mut frames = vec![first];
+            if self.shared.opts.batch {
+                self.fill(&mut frames);
+            }
+            self.deliver(frames).await;
         }
         if let Some(stream) = self.last.take() {
             let _ = timeout(self.shared.opts.close_timeout, stream.stopped()).await;
@@ -112,33 +123,61 @@ impl Peer {
         true
     }
 
-    /// `gen`: the reset generation the frame was queued in.
-    async fn deliver(&mut self, gen: u64, frame: Bytes) {
+    /// Adds to `frames` what else is queued now, up to a batch's bounds;
+    /// waits for nothing.
+    fn fill(&mut self, frames: &mut Vec<(u64, Bytes)>) {
+        let mut len = 1 + frames.iter().map(|(_, f)| batch::overhead(f.len()) + f.len()).sum::<usize>();
+        while frames.len() < batch::MAX_FRAMES {
+            let Ok((gen, frame)) = self.rx.try_recv() else { break };
+            let add = batch::overhead(frame.len()) + frame.len();
+            if len + add > self.shared.opts.max_frame {
+                self.spare = Some((gen, frame));
+                break;
+            }
+            self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+            len += add;
+            frames.push((gen, frame));
+        }
+    }
+
+    /// Sends `frames` (each tagged with the reset generation it was queued
+    /// in) in one stream, all or none.
+    async fn deliver(&mut self, mut frames: Vec<(u64, Bytes)>) {
         let shared = self.shared.clone();
         let counters = &shared.counters;
+        let queued = frames.len();
+        let reset = *self.reset.borrow();
+        frames.retain(|(gen, _)| *gen >= reset);
+        counters.add(Counter::SendFailed, (queued - frames.len()) as u64);
+        let Some(gen) = frames.iter().map(|(gen, _)| *gen).min() else { return };
+        let n = frames.len() as u64;
+        let bytes: u64 = frames.iter().map(|(_, f)| f.len() as u64).sum();
+        let parts: Vec<Bytes> = frames.into_iter().map(|(_, f)| f).collect();
+        let payload = batch::encode(&parts);
         // A broken connection is usually only noticed on write: retry once
-        // on a fresh one before giving up on the frame.
+        // on a fresh one before giving up on the frames.
         for _ in 0..2 {
             if gen < *self.reset.borrow() {
                 break;
             }
             let Some(conn) = self.connection().await else {
-                counters.add(Counter::SendFailed, 1);
+                counters.add(Counter::SendFailed, n);
                 self.discard_queued();
                 return;
             };
-            match self.write(&conn, &frame).await {
+            match self.write(&conn, &payload).await {
                 Ok(()) => {
-                    counters.add(Counter::FramesSent, 1);
-                    counters.add(Counter::BytesSent, frame.len() as u64);
+                    counters.add(Counter::StreamsSent, 1);
+                    counters.add(Counter::FramesSent, n);
+                    counters.add(Counter::BytesSent, bytes);
                     return;
                 }
                 Err(WriteFail::Refused(code)) => {
-                    tracing::warn!(peer = %self.addr, len = frame.len(), %code, "peer refused frame");
+                    tracing::warn!(peer = %self.addr, len = payload.len(), frames = n, %code, "peer refused frame");
                     break;
                 }
                 Err(WriteFail::Timeout) => {
-                    tracing::warn!(peer = %self.addr, len = frame.len(), "write timed out; frame dropped");
+                    tracing::warn!(peer = %self.addr, len = payload.len(), frames = n, "write timed out; frames dropped");
                     break;
                 }
                 Err(WriteFail::Reset) => break,
@@ -149,7 +188,7 @@ impl Peer {
                 }
             }
         }
-        counters.add(Counter::SendFailed, 1);
+        counters.add(Counter::SendFailed, n);
     }
 
     async fn write(&mut self, conn: &Connection, frame: &Bytes) -> Result<(), WriteFail> {
@@ -234,6 +273,10 @@ impl Peer {
     /// dead peer from pinning a full queue.
     fn discard_queued(&mut self) {
         let mut n = 0;
+        if let Some((_, frame)) = self.spare.take() {
+            self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+            n += 1;
+        }
         for _ in 0..self.rx.len() {
             match self.rx.try_recv() {
                 Ok((_, frame)) => {

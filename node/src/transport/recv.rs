@@ -1,5 +1,6 @@
 //! Incoming side: accept connections (the TLS handshake refuses peers
-//! without a CA-signed cert), then read one frame per unidirectional stream.
+//! without a CA-signed cert), then read one frame, or one batch of frames,
+//! per unidirectional stream.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::stats::Counter;
-use super::{Inbound, Shared};
+use super::{batch, Inbound, Shared};
 use crate::tls;
 
 /// Streams read at once per connection. With the driver stalled, at most
@@ -99,10 +100,23 @@ async fn read_frame(
     let counters = &shared.counters;
     match stream.read_to_end(shared.opts.max_frame).await {
         Ok(buf) => {
-            counters.add(Counter::FramesReceived, 1);
-            counters.add(Counter::BytesReceived, buf.len() as u64);
-            // Err only if the driver dropped its receiver: nobody to deliver to.
-            let _ = shared.inbound.send(Inbound { from_addr: from, peer_name, bytes: Bytes::from(buf) }).await;
+            for frame in batch::decode(Bytes::from(buf)) {
+                let bytes = match frame {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        counters.add(Counter::ReadFailures, 1);
+                        tracing::warn!(%from, peer = ?peer_name, error = %e, "malformed batch; the rest of it dropped");
+                        break;
+                    }
+                };
+                counters.add(Counter::FramesReceived, 1);
+                counters.add(Counter::BytesReceived, bytes.len() as u64);
+                let inbound = Inbound { from_addr: from, peer_name: peer_name.clone(), bytes };
+                // Err only if the driver dropped its receiver: nobody to deliver to.
+                if shared.inbound.send(inbound).await.is_err() {
+                    break;
+                }
+            }
         }
         Err(ReadToEndError::TooLong) => {
             counters.add(Counter::FramesOversize, 1);

@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TransportStats {
     pub frames_sent: u64,
+    /// Streams those frames went in: fewer than frames when frames queued
+    /// together were sent as one batch.
+    pub streams_sent: u64,
     pub bytes_sent: u64,
     pub frames_received: u64,
     pub bytes_received: u64,
@@ -38,6 +41,7 @@ pub struct TransportStats {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Counter {
     FramesSent,
+    StreamsSent,
     BytesSent,
     FramesReceived,
     BytesReceived,
@@ -56,7 +60,7 @@ pub(crate) enum Counter {
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    values: [AtomicU64; 15],
+    values: [AtomicU64; 16],
 }
 
 impl Counters {
@@ -65,6 +69,7 @@ impl Counters {
         // The macro needs a literal name per call site.
         let counter = match c {
             Counter::FramesSent => metrics::counter!("purgecast_peer_frames_sent_total"),
+            Counter::StreamsSent => metrics::counter!("purgecast_peer_streams_sent_total"),
             Counter::BytesSent => metrics::counter!("purgecast_peer_bytes_sent_total"),
             Counter::FramesReceived => metrics::counter!("purgecast_peer_frames_received_total"),
             Counter::BytesReceived => metrics::counter!("purgecast_peer_bytes_received_total"),
@@ -88,6 +93,7 @@ impl Counters {
         let v = |c: Counter| self.values[c as usize].load(Ordering::Relaxed);
         TransportStats {
             frames_sent: v(Counter::FramesSent),
+            streams_sent: v(Counter::StreamsSent),
             bytes_sent: v(Counter::BytesSent),
             frames_received: v(Counter::FramesReceived),
             bytes_received: v(Counter::BytesReceived),

@@ -113,6 +113,39 @@ async fn frames_flow_both_ways_with_verified_names() {
 }
 
 #[tokio::test]
+async fn frames_queued_together_share_a_stream_unless_batching_is_off() {
+    let ca = generate_ca("ca").unwrap();
+    for batch in [true, false] {
+        let opts = TransportOptions { batch, ..TransportOptions::default() };
+        let a = node(&identity(&ca, &ca, "a"), opts, None).await;
+        let mut b = node(&identity(&ca, &ca, "b"), TransportOptions::default(), None).await;
+        // A third start with the byte that marks a batch: they must still
+        // arrive as sent.
+        let sent: Vec<Bytes> = (0..150u32).map(|i| Bytes::from(vec![(i % 3) as u8, i as u8])).collect();
+        // One thread and no await: every frame is queued before the peer's
+        // task first runs.
+        for f in &sent {
+            a.t.send(&b.addr, f.clone());
+        }
+        let mut got = Vec::new();
+        for _ in 0..sent.len() {
+            got.push(recv_within(&mut b.rx, WAIT).await.expect("every frame arrives").bytes);
+        }
+        // Streams are read concurrently; a batch keeps its own order.
+        got.sort();
+        let mut want = sent.clone();
+        want.sort();
+        assert_eq!(got, want, "batch {batch}");
+        let s = a.t.stats();
+        assert_eq!(s.frames_sent, 150);
+        assert_eq!(s.bytes_sent, 300);
+        assert_eq!(s.streams_sent, if batch { 3 } else { 150 }, "64 frames a batch at most");
+        assert_eq!(b.t.stats().frames_received, 150);
+        assert_eq!(b.t.stats().read_failures, 0);
+    }
+}
+
+#[tokio::test]
 async fn peers_without_a_ca_signed_cert_are_refused_both_ways() {
     let ca = generate_ca("ca").unwrap();
     let rogue_ca = generate_ca("rogue").unwrap();
