@@ -250,6 +250,8 @@ fn base_common(seed: u64, pops: usize, per_pop: usize) -> Common {
         origins: 0,
         ack_relay: true,
         ack_spacing: None,
+        retention: None,
+        track_for: None,
         interval: Duration::from_millis(10),
         warmup: Duration::from_secs(1),
         max_time: Duration::from_secs(120),

@@ -84,6 +84,7 @@ COUNTERS = [
     "purgecast_peer_udp_bytes_sent_total",
     "purgecast_peer_udp_bytes_received_total",
     "purgecast_peer_frames_sent_total",
+    "purgecast_peer_streams_sent_total",
     "purgecast_peer_udp_datagrams_sent_total",
     "purgecast_peer_send_dropped_total",
     "purgecast_peer_send_failed_total",
@@ -96,7 +97,12 @@ COUNTERS = [
     "purgecast_apply_errors_total",
     "purgecast_purge_apply_seconds_sum",
     "purgecast_purge_apply_seconds_count",
+    # Acks reaching a node: one per member and purge without ack relays,
+    # one batch per PoP and window with them.
+    'purgecast_peer_messages_received_total{kind="applied"}',
+    'purgecast_peer_messages_received_total{kind="applied_by"}',
 ]
+ACKS = COUNTERS[-2:]
 # Sampled during a run too; their maximum over the run is kept.
 GAUGES = ["purgecast_apply_backlog", "purgecast_apply_held", "purgecast_store_deferred_purges"]
 
@@ -212,16 +218,18 @@ def http_get(url, timeout=5.0):
 
 
 def parse_metrics(text, names):
-    """Sum over every label set of each of `names` (absent: 0)."""
+    """Sum over every label set of each of `names` (absent: 0); a name
+    written with its labels, `name{k="v"}`, is that one series."""
     wanted = set(names)
     out = dict.fromkeys(names, 0.0)
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in wanted:
+        series = line.rsplit(" ", 1)[0]
+        name = series.split("{", 1)[0]
+        for key in {name, series} & wanted:
             try:
-                out[name] += float(line.rsplit(" ", 1)[1])
+                out[key] += float(line.rsplit(" ", 1)[1])
             except (IndexError, ValueError):
                 pass
     return out
@@ -313,7 +321,9 @@ def start_cluster(args):
     log = open(os.path.join(tempfile.gettempdir(), f"storm-dev-{os.getpid()}.log"), "w+")
     argv = [os.path.join(args.bin, "purgecast"), "dev", "--nodes", str(args.nodes), "--fresh",
             "--dir", args.dir, "--base-port", str(args.base_port), "--cluster-file", args.cluster_file,
-            "--pops", str(args.pops), "--purge-rate", str(args.purge_rate)]
+            "--pops", str(args.pops), "--purge-rate", str(args.purge_rate),
+            "--ack-relay", "true" if args.ack_relay else "false",
+            "--batch-peer-frames", "true" if args.batch_peer_frames else "false"]
     if not args.edges:
         argv.append("--no-edge")
     print("starting:", " ".join(argv), flush=True)
@@ -443,9 +453,10 @@ def per_purge(d, idle, window, accepted, entry):
             "bytes_sent": (x["purgecast_peer_bytes_sent_total"] - i["bytes_sent_per_s"] * window) / accepted,
             "wire_bytes_sent": (x["purgecast_peer_udp_bytes_sent_total"] - i["wire_bytes_sent_per_s"] * window)
             / accepted,
+            "acks_in": sum(x[k] for k in ACKS) / accepted,
         }
     out = {"nodes": nodes}
-    for k in ("cpu_ms", "bytes_sent", "wire_bytes_sent"):
+    for k in ("cpu_ms", "bytes_sent", "wire_bytes_sent", "acks_in"):
         out[k] = spread([v[k] for v in nodes.values()])
         if entry is not None:
             out[k]["entry"] = nodes[entry][k]
@@ -541,7 +552,7 @@ def columns(r):
     rep = (r or {}).get("report") or {}
     c = rep.get("completion") or {}
     pp = (r or {}).get("per_purge") or {}
-    cpu, wire, payload = (pp.get(k) or {} for k in ("cpu_ms", "wire_bytes_sent", "bytes_sent"))
+    cpu, wire, payload, acks = (pp.get(k) or {} for k in ("cpu_ms", "wire_bytes_sent", "bytes_sent", "acks_in"))
     backlog = max((g["purgecast_apply_backlog"] for g in (r or {}).get("gauges_max", {}).values()), default=None)
     apply_busy = ((r or {}).get("apply_busy") or {}).get("max")
     ctl = r and r["purgectl_cpu_ms"] / 10 / r["window_s"]  # ms per s -> % of one core
@@ -569,6 +580,9 @@ def columns(r):
         ("payload:med", 11, fmt(payload.get("median"), 0)),
         ("entry", 7, fmt(payload.get("entry"), 0)),
         ("|", 1, "|"),
+        ("acks:max", 8, fmt(acks.get("max"), 1)),
+        ("entry", 6, fmt(acks.get("entry"), 1)),
+        ("|", 1, "|"),
         ("host%", 5, r and f"{r['machine_busy'] * 100:.0f}"),
         ("iow%", 4, r and f"{r['machine_iowait'] * 100:.0f}"),
         ("apply%", 6, fmt(None if apply_busy is None else apply_busy * 100, 0)),
@@ -592,7 +606,9 @@ def table_line(r=None):
 TABLE_NOTE = """\
 Per purge and per node, net of the idle cluster: cpu = CPU ms (min, median,
 max over the nodes; entry = the node every purge entered through, mode
-one), wire = bytes sent in QUIC datagrams, payload = bytes of frames sent.
+one), wire = bytes sent in QUIC datagrams, payload = bytes of frames sent,
+acks = ack messages received (applied and relayed batches; max over the
+nodes, and at the entry node, where every purge's acks end in mode one).
 host% = the machine's CPU busy, iow% = its CPU idle waiting for the disk
 (both over all cores); apply% = the busiest node's apply worker
 (share of the window spent writing purge batches); backlog = the largest
@@ -740,6 +756,10 @@ def parse_args():
     ap.add_argument("--bin", default="target/release", help="directory of purgecast and purgectl")
     ap.add_argument("--nodes", type=int, default=16)
     ap.add_argument("--pops", type=int, default=1, help="purgecast dev --pops")
+    ap.add_argument("--ack-relay", type=lambda v: {"true": True, "false": False}[v], default=True,
+                    help="purgecast dev --ack-relay: true (default) or false, every member acking the origin itself")
+    ap.add_argument("--batch-peer-frames", type=lambda v: {"true": True, "false": False}[v], default=True,
+                    help="purgecast dev --batch-peer-frames: true (default) or false, a QUIC stream per frame")
     ap.add_argument("--edges", action="store_true", help="keep the nodes' HTTP edges and the demo origin on")
     ap.add_argument("--dir", default="/tmp/storm")
     ap.add_argument("--cluster-file", default="/tmp/storm.json")

@@ -50,6 +50,14 @@ pub struct DevArgs {
     /// benchmark purge storms.
     #[arg(long, default_value_t = crate::tenants::DEFAULT_RATE)]
     pub purge_rate: u32,
+    /// Acks through one relay per PoP (`protocol.ack_relay`, the default);
+    /// `false`: every member acks the origin itself (to compare the two).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub ack_relay: bool,
+    /// Send the frames queued for a peer at once in one stream
+    /// (`batch_peer_frames`, the default); `false`: a stream per frame.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub batch_peer_frames: bool,
     /// Start the nodes without their HTTP edges.
     #[arg(long)]
     pub no_edge: bool,
@@ -136,6 +144,8 @@ fn node_config(args: &DevArgs, i: usize, certs: &Path, origin: Option<&str>) -> 
         tenants_file: args.tenants_file.clone(),
         default_zone_rate: args.purge_rate.max(1),
         default_zone_burst: args.purge_rate.max(1).saturating_mul(10),
+        protocol: purgecast_core::Config { ack_relay: args.ack_relay, ..Default::default() },
+        batch_peer_frames: args.batch_peer_frames,
         http_api: crate::config::HttpApiConfig {
             listen: Some(([127, 0, 0, 1], port(6000)?).into()),
             ..Default::default()
