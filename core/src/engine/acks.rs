@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::relay::{self, Pace, PurgeAcks, Route};
-use super::Engine;
+use super::{Engine, Event};
 use crate::id::{NodeId, PurgeId};
 use crate::message::Message;
 use crate::purge::Purge;
@@ -121,21 +121,15 @@ impl Engine {
         }
         // A relay speaks for its own PoP only, as `Applied` for its sender
         // only: acks for anyone else are dropped.
-        let pop = self.members.get(from).map(|m| m.profile.location.pop.clone());
         let members = &self.members;
+        let pop = members.get(from).map(|m| &m.profile.location.pop);
+        let mut acks = acks;
         let mut foreign = 0usize;
-        let acks: Vec<PurgeAcks> = acks
-            .into_iter()
-            .map(|(id, nodes)| {
-                let before = nodes.len();
-                let kept: Vec<NodeId> = nodes
-                    .into_iter()
-                    .filter(|n| members.get(*n).map(|m| &m.profile.location.pop) == pop.as_ref())
-                    .collect();
-                foreign += before - kept.len();
-                (id, kept)
-            })
-            .collect();
+        for (_, nodes) in &mut acks {
+            let before = nodes.len();
+            nodes.retain(|n| members.get(*n).map(|m| &m.profile.location.pop) == pop);
+            foreign += before - nodes.len();
+        }
         if foreign > 0 {
             self.reject(from, "applied_by", format!("acknowledges for {foreign} members of another PoP"));
         }
@@ -143,9 +137,10 @@ impl Engine {
     }
 
     pub(super) fn record_acks(&mut self, now: Time, acks: Vec<PurgeAcks>) {
-        for (purge_id, nodes) in acks {
-            for node in nodes {
-                self.record_apply(now, purge_id, node);
+        for (id, nodes) in acks {
+            if let Some(after) = self.tracker.record_all(id, &nodes, now, &self.members) {
+                self.stats.completed += 1;
+                self.event(Event::PurgeComplete { id, after });
             }
         }
     }
