@@ -265,12 +265,18 @@ mod tests {
         Member { incarnation: 1, state, ..Member::new(NodeId(id), Profile::default()) }
     }
 
-    #[test]
-    fn purges_with_the_same_members_share_one_expected_set_and_batches_record_at_once() {
+    /// Members 1..=n, all alive.
+    fn alive(n: u64) -> Members {
         let mut ms = Members::default();
-        for id in 1..=3 {
+        for id in 1..=n {
             ms.merge(member(id, MemberState::Alive));
         }
+        ms
+    }
+
+    #[test]
+    fn purges_with_the_same_members_share_one_expected_set_and_batches_record_at_once() {
+        let ms = alive(3);
         let mut tr = Tracker::default();
         let all = vec![NodeId(2), NodeId(1), NodeId(3)];
         tr.start(PurgeId(1), 1, Time(0), all.clone());
@@ -294,10 +300,7 @@ mod tests {
 
     #[test]
     fn completes_when_every_reachable_expected_member_applied() {
-        let mut ms = Members::default();
-        for id in 1..=4 {
-            ms.merge(member(id, MemberState::Alive));
-        }
+        let mut ms = alive(4);
         let mut tr = Tracker::default();
         let id = PurgeId(7);
         tr.start(id, 1, Time(0), vec![NodeId(3), NodeId(1), NodeId(2), NodeId(1)]);
