@@ -207,7 +207,14 @@ impl Bench {
         let compacted = time_scans(live(&self.store)?, &host, &tag)?;
         print_curve("compacted", deleted, &compacted);
         self.space("space after compaction")?;
-        for (when, scans) in [("after the churn", &churned), ("after compaction", &compacted)] {
+        // The fresh scans ran right after a reopen too: same footing.
+        let (close, open) = self.reopen(StoreOptions::default())?;
+        self.say("  then close, reopen", format!("close {:.1} ms, open {:.1} ms", ms(close), ms(open)));
+        let reopened = time_scans(live(&self.store)?, &host, &tag)?;
+        print_curve("reopened", deleted, &reopened);
+        for (when, scans) in
+            [("after the churn", &churned), ("after compaction", &compacted), ("after the reopen", &reopened)]
+        {
             if scans.sizes != fresh.sizes {
                 bail!("scans {when} return {:?} entries, {:?} on the fresh store", scans.sizes, fresh.sizes);
             }
@@ -218,13 +225,15 @@ impl Bench {
                 &format!("scan {name}"),
                 format!(
                     "{on}, {} results: fresh {:.3} ms, after {deleted} deletes {:.3} ms ({:.2}x), \
-                     compacted {:.3} ms ({:.2}x)",
+                     compacted {:.3} ms ({:.2}x), then reopened {:.3} ms ({:.2}x)",
                     fresh.sizes[k],
                     ms(fresh.times[k]),
                     ms(churned.times[k]),
                     ratio(churned.times[k], fresh.times[k]),
                     ms(compacted.times[k]),
-                    ratio(compacted.times[k], fresh.times[k])
+                    ratio(compacted.times[k], fresh.times[k]),
+                    ms(reopened.times[k]),
+                    ratio(reopened.times[k], fresh.times[k])
                 ),
             );
         }
