@@ -1,6 +1,6 @@
 //! The compactor: a thread of its own that runs [`Store::compact_purged_ranges`]
-//! every few seconds. A full compaction of ten million entries takes
-//! minutes; on the apply worker it would hold every purge that long.
+//! every few seconds. A full compaction of ten million entries takes most
+//! of a minute; on the apply worker it would hold every purge that long.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};

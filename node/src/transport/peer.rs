@@ -148,7 +148,9 @@ impl Peer {
         let queued = frames.len();
         let reset = *self.reset.borrow();
         frames.retain(|(gen, _)| *gen >= reset);
-        counters.add(Counter::SendFailed, (queued - frames.len()) as u64);
+        if frames.len() < queued {
+            counters.add(Counter::SendFailed, (queued - frames.len()) as u64);
+        }
         let Some(gen) = frames.iter().map(|(gen, _)| *gen).min() else { return };
         let n = frames.len() as u64;
         let bytes: u64 = frames.iter().map(|(_, f)| f.len() as u64).sum();
