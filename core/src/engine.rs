@@ -326,14 +326,15 @@ impl Engine {
             }
         }
         if origin == self.me.id {
-            self.record_apply(now, id, origin);
+            self.record_applies(now, id, &[origin]);
         } else {
             self.ack(now, id, origin, received);
         }
     }
 
-    fn record_apply(&mut self, now: Time, id: PurgeId, node: NodeId) {
-        if let Some(after) = self.tracker.record(id, node, now, &self.members) {
+    /// Applies of a purge of mine by `nodes` (one ack, or a relay's batch).
+    fn record_applies(&mut self, now: Time, id: PurgeId, nodes: &[NodeId]) {
+        if let Some(after) = self.tracker.record_all(id, nodes, now, &self.members) {
             self.stats.completed += 1;
             self.event(Event::PurgeComplete { id, after });
         }

@@ -27,7 +27,7 @@ struct Tracked {
     /// tracked purges).
     expected: Arc<[NodeId]>,
     /// Per expected member: microseconds from accept to the origin
-    /// learning of its apply ([`Tracked::NOT_DONE`] until then); four bytes
+    /// learning of its apply ([`NOT_DONE`] until then); four bytes
     /// where an `Option<Duration>` took sixteen.
     done: Vec<u32>,
     /// Expected members that have not applied yet.
@@ -58,13 +58,8 @@ pub struct PurgeStatus {
     pub completed: Option<Duration>,
 }
 
-impl Tracked {
-    const NOT_DONE: u32 = u32::MAX;
-
-    fn is_done(&self, i: usize) -> bool {
-        self.done[i] != Self::NOT_DONE
-    }
-}
+/// A `Tracked::done` slot of a member that has not applied yet.
+const NOT_DONE: u32 = u32::MAX;
 
 /// Saturates at 71 minutes, past `track_for`'s default of an hour.
 fn micros(d: Duration) -> u32 {
@@ -102,7 +97,7 @@ impl Tracker {
                 shared
             }
         };
-        let done = vec![Tracked::NOT_DONE; expected.len()];
+        let done = vec![NOT_DONE; expected.len()];
         let left = expected.len();
         let t = Tracked { accepted: now, expected, done, left, rest: None, extra: BTreeMap::new(), completed: None };
         self.by_id.insert(id, t);
@@ -142,7 +137,7 @@ impl Tracker {
             if t.left == 0 {
                 continue;
             }
-            let owed = t.expected.iter().zip(&t.done).filter(|(_, d)| **d == Tracked::NOT_DONE).map(|(n, _)| *n);
+            let owed = t.expected.iter().zip(&t.done).filter(|(_, d)| **d == NOT_DONE).map(|(n, _)| *n);
             let mut reachable = owed.filter(|n| *n != me && members.get(*n).is_some_and(|m| m.state.is_reachable()));
             if let Some(n) = reachable.next() {
                 return Some(n);
@@ -166,7 +161,7 @@ impl Tracker {
         for node in nodes {
             match t.expected.binary_search(node) {
                 Ok(i) => {
-                    if !t.is_done(i) {
+                    if t.done[i] == NOT_DONE {
                         t.done[i] = micros(lat);
                         t.left -= 1;
                     }
@@ -203,10 +198,10 @@ impl Tracker {
         if t.completed.is_some() || t.left > members.unreachable_count() {
             return None;
         }
-        let rest = t.rest.get_or_insert_with(|| {
-            (0..t.done.len() as u32).filter(|i| t.done[*i as usize] == Tracked::NOT_DONE).collect()
-        });
-        rest.retain(|i| t.done[*i as usize] == Tracked::NOT_DONE);
+        let rest = t
+            .rest
+            .get_or_insert_with(|| (0..t.done.len() as u32).filter(|i| t.done[*i as usize] == NOT_DONE).collect());
+        rest.retain(|i| t.done[*i as usize] == NOT_DONE);
         let waiting = rest.iter().any(|i| members.get(t.expected[*i as usize]).is_some_and(|m| m.state.is_reachable()));
         if waiting {
             return None;
@@ -222,7 +217,7 @@ impl Tracker {
         let mut dead = Vec::new();
         let mut applied: Vec<(NodeId, Duration)> = t.extra.iter().map(|(n, d)| (*n, *d)).collect();
         for (n, done) in t.expected.iter().zip(&t.done) {
-            if *done != Tracked::NOT_DONE {
+            if *done != NOT_DONE {
                 applied.push((*n, Duration::from_micros(u64::from(*done))));
             } else if members.get(*n).is_some_and(|m| m.state.is_reachable()) {
                 pending.push(*n);

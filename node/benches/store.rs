@@ -149,7 +149,7 @@ fn tag_batches(mode: Mode, per_batch: u64) -> Result<()> {
     let per_entry = matched as f64 / (ROUNDS * per_batch) as f64;
     report(&name, per_batch, "purges", times, &format!("({per_entry:.0} matched/purge)"));
     let t = Instant::now();
-    let runs = store.compact_purged_ranges()?;
+    let runs = store.compact_purged_ranges()?.runs;
     println!("{:<44} {runs} ranges in {:.1} ms", "  then compact_purged_ranges", t.elapsed().as_secs_f64() * 1e3);
     Ok(())
 }

@@ -52,7 +52,19 @@ fn describe() {
         metrics::counter!("purgecast_store_compactions_total", "kind" => kind).increment(0);
     }
     // Every `purgecast_core::Message::kind`.
-    for kind in ["push", "applied", "digest", "catchup", "join", "members", "ping", "ping_ack", "ping_req", "leave"] {
+    for kind in [
+        "push",
+        "applied",
+        "applied_by",
+        "digest",
+        "catchup",
+        "join",
+        "members",
+        "ping",
+        "ping_ack",
+        "ping_req",
+        "leave",
+    ] {
         metrics::counter!("purgecast_peer_messages_rejected_total", "kind" => kind).increment(0);
     }
     metrics::gauge!("purgecast_apply_held").increment(0.0);

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::relay::{self, Pace, PurgeAcks, Route};
-use super::{Engine, Event};
+use super::Engine;
 use crate::id::{NodeId, PurgeId};
 use crate::message::Message;
 use crate::purge::Purge;
@@ -98,7 +98,7 @@ impl Engine {
         // A relay speaks for its own PoP only: an ack from elsewhere can
         // only be for a purge of mine.
         if !self.cfg.ack_relay || !self.in_my_pop(node) {
-            return self.record_apply(now, id, node);
+            return self.record_applies(now, id, &[node]);
         }
         let pace = self.pace();
         if self.relay.add(id, node, now, pace) {
@@ -107,7 +107,7 @@ impl Engine {
         if self.seen.contains(id) {
             // Mine, or one I do not relay (the sender's view differs from
             // mine): recorded if mine, else left to the origin's repair.
-            self.record_apply(now, id, node);
+            self.record_applies(now, id, &[node]);
         } else {
             self.relay.hold(id, node, now);
         }
@@ -138,10 +138,7 @@ impl Engine {
 
     pub(super) fn record_acks(&mut self, now: Time, acks: Vec<PurgeAcks>) {
         for (id, nodes) in acks {
-            if let Some(after) = self.tracker.record_all(id, &nodes, now, &self.members) {
-                self.stats.completed += 1;
-                self.event(Event::PurgeComplete { id, after });
-            }
+            self.record_applies(now, id, &nodes);
         }
     }
 

@@ -195,7 +195,7 @@ pub fn run(inline: bool) -> Result<()> {
     );
 
     let t = Instant::now();
-    let ranges = store.compact_purged_ranges()?;
+    let ranges = store.compact_purged_ranges()?.runs;
     println!("{:<28} {ranges} ranges in {:.1} ms", "compact_purged_ranges", t.elapsed().as_secs_f64() * 1e3);
     report_space("after the purges", dir.path(), left)?;
 

@@ -197,9 +197,8 @@ impl Bench {
         let churned = time_scans(live(&self.store)?, &host, &tag)?;
         self.space("space after the churn")?;
         let t = Instant::now();
-        let fulls = live(&self.store)?.full_compactions();
-        let runs = live(&self.store)?.compact_purged_ranges()?;
-        let whole = if live(&self.store)?.full_compactions() > fulls { ", the index families whole" } else { "" };
+        let done = live(&self.store)?.compact_purged_ranges()?;
+        let (runs, whole) = (done.runs, if done.full { ", the index families whole" } else { "" });
         self.say(
             "  then compact_purged_ranges",
             format!("{runs} compactions{whole} in {:.1} s", t.elapsed().as_secs_f64()),

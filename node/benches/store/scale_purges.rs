@@ -445,7 +445,7 @@ impl Bench {
         let after = self.purge_then_write(&case, &[BIG_HOST.to_string()], "", &[Scope::All], true)?;
         self.extra = 0;
         let t = Instant::now();
-        let runs = live(&self.store)?.compact_purged_ranges()?;
+        let runs = live(&self.store)?.compact_purged_ranges()?.runs;
         self.say("  then compact_purged_ranges", format!("{runs} compactions in {:.1} ms", ms(t.elapsed())));
         if !last {
             let took = self.restore(victims, &after.new_urls)?;

@@ -19,6 +19,8 @@ use rocksdb::{BottommostLevelCompaction, CompactOptions};
 use super::codec::Range;
 use super::*;
 
+/// The index families: what a full compaction rewrites.
+const INDEX_CFS: [&str; 3] = [CF_ENTRIES, CF_BY_HOST, CF_BY_TAG];
 /// Past this many pending ranges in one family, compact all of it instead:
 /// bounded memory, and by then most of it is dirty anyway.
 const MAX_RANGES: usize = 256;
@@ -91,6 +93,15 @@ fn options(full: bool) -> CompactOptions {
     o
 }
 
+/// What one call of [`Store::compact_purged_ranges`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compacted {
+    /// Compactions run (ranges, families).
+    pub runs: usize,
+    /// Whether the index families were compacted whole.
+    pub full: bool,
+}
+
 impl Store {
     /// Publishes the entry count a committed batch left; what it removed
     /// counts toward the next full compaction. Call it after the write.
@@ -107,11 +118,6 @@ impl Store {
         let removed = self.removed_since_full.load(Ordering::Relaxed);
         removed >= self.opts.compact_whole_after.max(1)
             && removed.saturating_mul(FULL_SHARE) >= self.count_all().saturating_add(removed)
-    }
-
-    /// Full compactions of the index families run since the store opened.
-    pub fn full_compactions(&self) -> u64 {
-        self.full_compactions.load(Ordering::Relaxed)
     }
 
     /// Records ranges emptied by a committed batch (None = the whole family).
@@ -137,8 +143,8 @@ impl Store {
     /// when the entries removed since their last full compaction are a
     /// quarter of the store. Blocking, for most of a minute at ten million
     /// entries (35 to 50 s on 2 cores; writes go on meanwhile): call it from
-    /// its own thread. Returns the number of compactions run.
-    pub fn compact_purged_ranges(&self) -> Result<usize> {
+    /// its own thread.
+    pub fn compact_purged_ranges(&self) -> Result<Compacted> {
         let full = self.full_compaction_due();
         if full {
             self.removed_since_full.store(0, Ordering::Relaxed);
@@ -149,14 +155,13 @@ impl Store {
         };
         let mut runs = 0;
         if full {
-            for name in [CF_ENTRIES, CF_BY_HOST, CF_BY_TAG] {
+            for name in INDEX_CFS {
                 self.db.compact_range_cf_opt(self.cf(name)?, None::<&[u8]>, None::<&[u8]>, &options(true));
                 runs += 1;
             }
-            self.full_compactions.fetch_add(1, Ordering::Relaxed);
         }
         for (name, d) in work {
-            if full && [CF_ENTRIES, CF_BY_HOST, CF_BY_TAG].contains(&name) {
+            if full && INDEX_CFS.contains(&name) {
                 continue;
             }
             let cf = self.cf(name)?;
@@ -170,18 +175,13 @@ impl Store {
                 runs += 1;
             }
         }
-        Ok(runs)
+        Ok(Compacted { runs, full })
     }
 
-    pub(crate) fn compact_all_index(&self) -> Result<()> {
-        for name in [CF_ENTRIES, CF_BY_HOST, CF_BY_TAG] {
-            self.db.compact_range_cf(self.cf(name)?, None::<&[u8]>, None::<&[u8]>);
-        }
-        let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
-        for name in [CF_ENTRIES, CF_BY_HOST, CF_BY_TAG] {
-            dirty.by_cf.remove(name);
-        }
-        Ok(())
+    /// Queues the index families for a compaction whole (after a flush
+    /// emptied them), left to the compaction thread like any other.
+    pub(crate) fn mark_index_dirty(&self) {
+        self.mark_dirty(INDEX_CFS.iter().map(|cf| (*cf, None)).collect());
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::Store;
+use super::{Compacted, Store};
 
 /// Stops the thread when dropped. The thread holds the store only while
 /// it compacts, so dropping the last other handle still closes the
@@ -41,12 +41,10 @@ fn run(store: Weak<Store>, every: Duration, stop: Arc<AtomicBool>) {
             std::thread::sleep(Duration::from_millis(100).min(every));
         }
         let Some(store) = store.upgrade() else { return };
-        let fulls = store.full_compactions();
         let started = Instant::now();
         match store.compact_purged_ranges() {
-            Ok(0) => {}
-            Ok(runs) => {
-                let full = store.full_compactions() > fulls;
+            Ok(Compacted { runs: 0, .. }) => {}
+            Ok(Compacted { runs, full }) => {
                 let kind = if full { "full" } else { "ranges" };
                 let took = started.elapsed();
                 metrics::counter!("purgecast_store_compactions_total", "kind" => kind).increment(1);

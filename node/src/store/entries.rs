@@ -273,8 +273,7 @@ impl Store {
             w.recent.push(seq, flush);
             removed
         };
-        // Outside the writer lock: purges need not wait for the compaction.
-        self.compact_all_index()?;
+        self.mark_index_dirty();
         Ok(removed)
     }
 

@@ -62,6 +62,7 @@ use rocksdb::{ColumnFamily, WriteOptions, DB};
 
 pub use apply::ApplyOutcome;
 pub use codec::CodecError;
+pub use compact::Compacted;
 pub use compactor::{spawn_compactor, Compactor};
 pub use deferred::SweepOutcome;
 #[cfg(any(test, feature = "test-util"))]
@@ -213,7 +214,6 @@ pub struct Store {
     /// Entries removed since the last full compaction of the index
     /// families (see [`compact`]); not persisted, so a restart starts over.
     removed_since_full: AtomicU64,
-    full_compactions: AtomicU64,
     /// Purges applied so far (persisted in `meta` with each purge batch).
     purge_seq: AtomicU64,
     /// Stored objects and their body bytes (counted at open).

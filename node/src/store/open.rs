@@ -51,7 +51,6 @@ impl Store {
             count: AtomicU64::new(0),
             dirty: Mutex::new(Dirty::default()),
             removed_since_full: AtomicU64::new(0),
-            full_compactions: AtomicU64::new(0),
             purge_seq: AtomicU64::new(0),
             objects: AtomicU64::new(0),
             object_bytes: AtomicU64::new(0),

@@ -7,8 +7,8 @@
 //! envelope, whose first byte is never 0). A batch starts with the byte 0,
 //! then each frame as a varint length and its bytes; a lone frame that
 //! starts with 0 itself (none the protocol sends) goes as a batch of one,
-//! so that the two forms never read alike. A node of a build
-//! without batches rejects a batch as a malformed frame, counted and logged, so
+//! so that the two forms never read alike. A node of a build without
+//! batches drops a batch as a malformed frame, counted and logged, so
 //! batching is switched off (`batch_peer_frames = false`) while such nodes
 //! remain.
 
@@ -54,15 +54,16 @@ pub(super) enum BatchError {
 /// The frames of one stream's payload: a batch's, or the payload itself.
 /// A malformed batch yields the frames before the fault, then the error.
 pub(super) fn decode(mut payload: Bytes) -> impl Iterator<Item = Result<Bytes, BatchError>> {
-    let batch = payload.first() == Some(&BATCH);
-    let mut single = (!batch).then(|| payload.clone());
-    if batch {
+    let mut single = None;
+    if payload.first() == Some(&BATCH) {
         payload.advance(1);
+    } else {
+        single = Some(Ok(std::mem::take(&mut payload)));
     }
     let mut failed = false;
     std::iter::from_fn(move || {
-        if !batch {
-            return single.take().map(Ok);
+        if single.is_some() {
+            return single.take();
         }
         if failed || payload.is_empty() {
             return None;

@@ -2,8 +2,9 @@
 //! mutual TLS, persistent per-peer connections.
 //!
 //! Framing: one unidirectional stream per frame, or per batch of the frames
-//! queued for a peer at once ([`batch`]). The transport moves raw bytes; the driver decodes them with `purgecast_core::wire::decode` and
-//! checks the claimed sender against [`Inbound::peer_name`].
+//! queued for a peer at once ([`batch`]). The transport moves raw bytes;
+//! the driver decodes them with `purgecast_core::wire::decode` and checks
+//! the claimed sender against [`Inbound::peer_name`].
 //!
 //! Overload: every peer has a bounded queue (frames and bytes); a frame that
 //! does not fit is dropped and counted at [`Transport::send`], which never
